@@ -1,1 +1,6 @@
-"""models."""
+"""Models: plain nn.Modules mapping a low-res `(B, m)` waveform to high-res `(B, m * ratio)`."""
+
+from audio_superres.models.audiounet import AudioUNet
+from audio_superres.models.cubic import CubicBaseline
+
+__all__ = ["AudioUNet", "CubicBaseline"]

@@ -1,0 +1,116 @@
+"""The 1-D U-Net of Kuleshov, Enam & Ermon (2017), as in the original code (REFERENCE section 2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from audio_superres.dsp.cubic import CubicUpsample
+from audio_superres.models.layers import SubPixel1d, orthogonal_init_, same_padding_conv1d
+
+
+class DownBlock(nn.Module):
+    """Conv1d(stride 2, 'same') -> [Dropout] -> LeakyReLU(0.2)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        self.conv = orthogonal_init_(same_padding_conv1d(cin, cout, kernel, stride=2, bias=bias))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(self.dropout(self.conv(x)), 0.2)
+
+
+class UpBlock(nn.Module):
+    """Conv1d(2f, 'same') -> Dropout -> ReLU -> SubPixel1D(2): doubles time, halves channels."""
+
+    def __init__(
+        self, cin: int, filters: int, kernel: int, dropout: float = 0.5, bias: bool = True
+    ):
+        super().__init__()
+        self.conv = orthogonal_init_(same_padding_conv1d(cin, 2 * filters, kernel, bias=bias))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.subpixel = SubPixel1d(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.subpixel(F.relu(self.dropout(self.conv(x))))
+
+
+class AudioUNet(nn.Module):
+    """Low-res waveform `(B, m)` in, high-res `(B, m * ratio)` out.
+
+    The cubic spline is the network's first layer; the net predicts a residual over it. The
+    last conv starts near zero (N(0, 1e-3)), so an untrained model already equals cubic.
+    Inputs of any length are reflect-padded to a multiple of 2^(depth+1) and cropped back.
+    """
+
+    def __init__(
+        self,
+        ratio: int,
+        filters: Sequence[int] = (128, 384, 512, 512),
+        kernels: Sequence[int] = (65, 33, 17, 9),
+        bottleneck_filters: int = 512,
+        bottleneck_kernel: int = 9,
+        dropout: float = 0.5,
+        final_kernel: int = 9,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        filters, kernels = list(filters), list(kernels)
+        if len(filters) != len(kernels) or not filters:
+            raise ValueError(
+                f"filters {filters} and kernels {kernels} must be non-empty lists of equal length"
+            )
+        self.ratio = int(ratio)
+        self.depth = len(filters)
+        self.upsample = CubicUpsample(self.ratio)
+
+        self.down = nn.ModuleList()
+        cin = 1
+        for f, k in zip(filters, kernels, strict=True):
+            self.down.append(DownBlock(cin, f, k, bias=bias))
+            cin = f
+        self.bottleneck = DownBlock(cin, bottleneck_filters, bottleneck_kernel, dropout, bias)
+
+        self.up = nn.ModuleList()
+        cin = bottleneck_filters
+        for f, k in reversed(list(zip(filters, kernels, strict=True))):
+            self.up.append(UpBlock(cin, f, k, dropout, bias))
+            cin = 2 * f  # subpixel output (f) concatenated with the skip (f)
+        self.final = same_padding_conv1d(cin, 2, final_kernel, bias=bias)
+        nn.init.normal_(self.final.weight, std=1e-3)
+        if self.final.bias is not None:
+            nn.init.zeros_(self.final.bias)
+        self.final_subpixel = SubPixel1d(2)
+
+    @property
+    def multiple(self) -> int:
+        """High-res lengths the convolutional stack takes without padding."""
+        return 2 ** (self.depth + 1)
+
+    def forward(self, lr: Tensor) -> Tensor:
+        return self.forward_from_cubic(self.upsample(lr))
+
+    def forward_from_cubic(self, cubic: Tensor) -> Tensor:
+        """Run the net on an already cubic-upsampled `(B, n)` signal (any n >= 2)."""
+        n = cubic.shape[-1]
+        pad = (-n) % self.multiple
+        x = cubic.unsqueeze(1)
+        if pad:
+            # reflect needs pad < n; repeat reflecting for very short inputs
+            while x.shape[-1] - n < pad:
+                step = min(pad - (x.shape[-1] - n), x.shape[-1] - 1)
+                x = F.pad(x, (0, step), mode="reflect")
+        skips = []
+        h = x
+        for block in self.down:
+            h = block(h)
+            skips.append(h)
+        h = self.bottleneck(h)
+        for block, skip in zip(self.up, reversed(skips), strict=True):
+            h = torch.cat([block(h), skip], dim=1)
+        h = self.final_subpixel(self.final(h))
+        return (h + x)[:, 0, :n]

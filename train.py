@@ -1,0 +1,16 @@
+"""Train a model: `python train.py [experiment=demo] data=... model=... ratio=4`."""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Returns the best validation SNR (dB), the value a Hydra sweeper optimises."""
+    from audio_superres.training import train
+
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
