@@ -4,12 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Debian packages: the demo speech corpus (real recorded speech), and later the piano demo and browser tests.
-APT_PACKAGES := klettres-data ktuberling-data
+# Debian packages: the demo speech corpus (real recorded speech), the piano demo (fluidsynth renders
+# music21 scores with the FluidR3 General MIDI soundfont), and later browser tests.
+APT_PACKAGES := klettres-data ktuberling-data fluidsynth fluid-soundfont-gm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+VCTK_CLIPS := ../shared/data/vctk_test_clips/hr
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: setup apt demo test lint format clean-outputs
+.PHONY: setup apt demo demo-piano data-vctk data-piano test lint format clean-outputs
 
 setup: $(STAMP) apt
 
@@ -28,9 +30,27 @@ apt:
 
 demo: setup
 	$(PY) -m audio_superres.data.demo_speech
-	$(PY) train.py experiment=demo hydra.run.dir=$(DEMO_DIR)
+	$(PY) train.py experiment=demo test_after_fit=false hydra.run.dir=$(DEMO_DIR)
+	$(PY) evaluate.py ckpt_path=$(DEMO_DIR)/checkpoints/best.ckpt hydra.run.dir=$(DEMO_DIR)/eval
+	@if [ -d $(VCTK_CLIPS) ]; then \
+	  echo "Real-world check on the five VCTK test clips ($(VCTK_CLIPS)):"; \
+	  $(PY) evaluate.py ckpt_path=$(DEMO_DIR)/checkpoints/best.ckpt data=folder \
+	    data.root=$(VCTK_CLIPS) data.test_speakers='*' hydra.run.dir=$(DEMO_DIR)/eval_vctk; fi
+	@echo "Run directory: $(DEMO_DIR)"
+
+# Piano demo: keyboard pieces of the music21 corpus rendered offline, trained ~15 min on CPU.
+demo-piano: setup
+	$(PY) -m audio_superres.data.demo_piano
+	$(PY) train.py experiment=demo_piano test_after_fit=false hydra.run.dir=$(DEMO_DIR)
 	$(PY) evaluate.py ckpt_path=$(DEMO_DIR)/checkpoints/best.ckpt hydra.run.dir=$(DEMO_DIR)/eval
 	@echo "Run directory: $(DEMO_DIR)"
+
+# Real corpora (internet): resumable, size- and checksum-verified; rerun to resume.
+data-vctk: $(STAMP)
+	$(PY) -m audio_superres.data.download vctk --dest data/VCTK
+
+data-piano: $(STAMP)
+	$(PY) -m audio_superres.data.download piano --dest data/piano
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests train.py evaluate.py

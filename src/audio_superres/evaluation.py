@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from audio_superres.checkpoint import CheckpointError, instantiate_trusted, load_checkpoint
 from audio_superres.module import SuperResolutionModule
 from audio_superres.report.results import format_table, write_results
-from audio_superres.training import _finish_wandb, instantiate_group
+from audio_superres.training import _finish_wandb, instantiate_group, single_lightning_log
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ def build_for_evaluation(cfg: DictConfig) -> tuple[SuperResolutionModule, dict[s
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test on every held-out file; write metrics.json, per_file.csv and example WAVs."""
+    single_lightning_log()
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     module, data_cfg = build_for_evaluation(cfg)

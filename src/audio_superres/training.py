@@ -17,6 +17,27 @@ from audio_superres.report.results import format_table, write_results
 log = logging.getLogger(__name__)
 
 
+def single_lightning_log() -> None:
+    """Print Lightning's messages once: `import lightning` adds its own console handler even
+    when Hydra has already set up logging, which doubles every line."""
+    if logging.getLogger().handlers:
+        logging.getLogger("lightning").handlers.clear()
+
+
+
+def find_conf_dir() -> Path:
+    """The repository's `conf/`: next to the package (editable install) or under the CWD."""
+    candidates = [Path(__file__).resolve().parents[2] / "conf", Path.cwd() / "conf"]
+    for conf in candidates:
+        if (conf / "train.yaml").is_file() and (conf / "model").is_dir():
+            return conf
+    raise FileNotFoundError(
+        "cannot find the Hydra config directory (conf/train.yaml); looked in "
+        + ", ".join(str(c) for c in candidates)
+        + ": run from the repository root"
+    )
+
+
 def library_versions() -> dict[str, str]:
     """Versions logged with every run, so a result can be traced to its software."""
     import hydra
@@ -83,6 +104,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
 
 def train(cfg: DictConfig) -> float:
     """Fit, test the best checkpoint, write metrics.json; return the best validation SNR."""
+    single_lightning_log()
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +131,8 @@ def train(cfg: DictConfig) -> float:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         ckpt_dir = output_dir / "checkpoints"
-        trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the final state, whatever the interval
+        # the final state, whatever the interval (full state, so it can be resumed)
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
 
         best = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
         best_path = best.best_model_path if best is not None and best.best_model_path else None

@@ -1,7 +1,9 @@
-"""Corpora: which audio files exist, who speaks in each, and the train/test split by speaker.
+"""Corpora: which audio files exist, who speaks in each, and how they are split.
 
-A corpus only lists files; decoding and resampling happen once, in `data.cache`. Splits are by
-speaker so that evaluation measures generalisation to unseen voices (REFERENCE section 4).
+A corpus only lists files; decoding and resampling happen once, in `data.cache`. The default
+split is by speaker so that evaluation measures generalisation to unseen voices (REFERENCE
+section 4); corpora whose published split is not by speaker (VCTK single-speaker holds out
+utterances, piano holds out recordings) override `Corpus.split`.
 """
 
 from __future__ import annotations
@@ -13,10 +15,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ALL_SPEAKERS", "AudioFile", "Corpus", "FolderCorpus"]
+__all__ = [
+    "ALL_SPEAKERS",
+    "SPLIT_NAMES",
+    "AudioFile",
+    "Corpus",
+    "FolderCorpus",
+    "Split",
+    "check_split",
+]
 
 ALL_SPEAKERS = "*"
 """`test_speakers` value that sends every file to the test split (evaluation-only corpora)."""
+
+SPLIT_NAMES = ("train", "val", "test")
+"""Keys a split may have: "train" and "test" always; "val" only where the published split
+has a validation part distinct from the test part (otherwise validation uses test files)."""
 
 
 @dataclass(frozen=True)
@@ -38,15 +52,48 @@ def _normalise_speakers(test_speakers: str | Iterable[str] | None) -> str | tupl
     return tuple(str(s) for s in test_speakers)
 
 
+Split = dict[str, list[AudioFile]]
+"""{"train": [...], "test": [...]} and optionally "val": [...] (see SPLIT_NAMES)."""
+
+
+def check_split(split: Split, where: object = "") -> Split:
+    """Return `split` after checking it: known keys, "train" and "test" present, no file twice.
+
+    Corpora that override `Corpus.split` call this, so a bug in a split rule fails loudly
+    instead of evaluating on training data.
+    """
+    prefix = f"{where}: " if where else ""
+    unknown = sorted(set(split) - set(SPLIT_NAMES))
+    if unknown or "train" not in split or "test" not in split:
+        raise ValueError(
+            f"{prefix}a split needs keys 'train' and 'test' (and optionally 'val'), got "
+            f"{sorted(split)}"
+        )
+    seen: dict[Path, str] = {}
+    for name in SPLIT_NAMES:
+        for f in split.get(name, []):
+            if f.path in seen:
+                raise ValueError(f"{prefix}{f.path} is in both {seen[f.path]!r} and {name!r}")
+            seen[f.path] = name
+    return split
+
+
 class Corpus(ABC):
     """Base class: a root folder of audio files, grouped by speaker.
 
     Subclasses implement `files()`; `prepare()` may build or download the data (it runs once,
-    on one process, before `files()` is used).
+    on one process, before `files()` is used). `split()` holds out `test_speakers`; subclasses
+    whose published split is another rule override it (returning the keys of SPLIT_NAMES,
+    checked by `check_split`) and must compute it from the files they are given, because the
+    DataModule passes the files of the cache, not a fresh listing.
     """
 
     trim_silence: bool = False
     """Whether the cache trims leading/trailing silence of every file when decoding it."""
+
+    on_bad_file: str = "error"
+    """What preparing the cache does with an unreadable file: "error" (stop, naming it) or
+    "skip" (leave it out and list it in the cache's report.json)."""
 
     def __init__(self, root: str | os.PathLike, test_speakers: str | Sequence[str] = ()) -> None:
         self.root = Path(root)
@@ -77,7 +124,8 @@ class Corpus(ABC):
         """Split `files` (default: `self.files()`) into {"train", "test"} by speaker.
 
         No speaker is ever in both. A held-out speaker that does not occur is an error rather
-        than a silently empty test set (a typo would otherwise train on everything).
+        than a silently empty test set (a typo would otherwise train on everything). Overrides
+        may add "val" (see SPLIT_NAMES).
         """
         files = list(self.files() if files is None else files)
         if self.test_speakers == ALL_SPEAKERS:
@@ -114,12 +162,14 @@ class FolderCorpus(Corpus):
         test_speakers: str | Sequence[str] = (),
         extensions: Sequence[str] = ("wav", "flac", "ogg"),
         trim_silence: bool = False,
+        on_bad_file: str = "error",
     ) -> None:
         super().__init__(root, test_speakers)
         self.extensions = tuple(e.lower().lstrip(".") for e in extensions)
         if not self.extensions:
             raise ValueError("FolderCorpus needs at least one audio file extension")
         self.trim_silence = bool(trim_silence)
+        self.on_bad_file = on_bad_file
 
     def _is_audio(self, name: str) -> bool:
         if name.startswith(".") or "." not in name:

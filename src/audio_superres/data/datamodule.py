@@ -171,33 +171,38 @@ class SuperResDataModule(L.LightningDataModule):
             self.train_indices = sorted(
                 position[self.corpus.relative(f.path)] for f in split["train"]
             )
-            test = sorted(
-                (position[self.corpus.relative(f.path)] for f in split["test"]),
-                key=lambda i: cache.entries[i].path,
-            )
             min_len = MIN_EVAL_FRAMES_PER_RATIO * self.ratio
-            self.short_eval = [
-                cache.entries[i].path for i in test if cache.entries[i].length < min_len
-            ]
-            if self.short_eval:
-                shown = ", ".join(self.short_eval[:10])
-                more = f" and {len(self.short_eval) - 10} more" if len(self.short_eval) > 10 else ""
-                warnings.warn(
-                    f"{self.corpus.root}: {len(self.short_eval)} held-out file(s) shorter than "
-                    f"{min_len} samples are left out of evaluation: {shown}{more}",
-                    stacklevel=2,
+
+            def held_out(name: str) -> list[int]:
+                """Indices of a held-out split, sorted by path, without too-short files."""
+                ids = sorted(
+                    (position[self.corpus.relative(f.path)] for f in split.get(name, ())),
+                    key=lambda i: cache.entries[i].path,
                 )
-            self.test_indices = [i for i in test if cache.entries[i].length >= min_len]
+                short = [cache.entries[i].path for i in ids if cache.entries[i].length < min_len]
+                if short:
+                    shown = ", ".join(short[:10])
+                    more = f" and {len(short) - 10} more" if len(short) > 10 else ""
+                    warnings.warn(
+                        f"{self.corpus.root}: {len(short)} {name} file(s) shorter than "
+                        f"{min_len} samples are left out of evaluation: {shown}{more}",
+                        stacklevel=3,
+                    )
+                self.short_eval += short
+                return [i for i in ids if cache.entries[i].length >= min_len]
+
+            self.short_eval = []
+            self.test_indices = held_out("test")
             if not self.test_indices:
                 warnings.warn(
                     f"{self.corpus.root}: no held-out files to evaluate on (test_speakers="
                     f"{self.corpus.test_speakers!r}); validation and test will be empty",
                     stacklevel=2,
                 )
-            self.val_indices = [
-                self.test_indices[k]
-                for k in _evenly_spaced(len(self.test_indices), self.val_max_files)
-            ]
+            # A corpus with its own validation split (piano: by recording) validates on it;
+            # otherwise (VCTK, folders) validation is an evenly spaced subset of the test files.
+            pool = held_out("val") if "val" in split else self.test_indices
+            self.val_indices = [pool[k] for k in _evenly_spaced(len(pool), self.val_max_files)]
             self.cache = cache
         if stage in (None, "fit") and self._train_set is None:
             if not self.train_indices:

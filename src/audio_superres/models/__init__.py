@@ -2,5 +2,7 @@
 
 from audio_superres.models.audiounet import AudioUNet
 from audio_superres.models.cubic import CubicBaseline
+from audio_superres.models.dnn import DNNBaseline
+from audio_superres.models.tfilm import TFiLM, TFiLMUNet
 
-__all__ = ["AudioUNet", "CubicBaseline"]
+__all__ = ["AudioUNet", "CubicBaseline", "DNNBaseline", "TFiLM", "TFiLMUNet"]

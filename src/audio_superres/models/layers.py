@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -34,14 +35,39 @@ class SubPixel1d(nn.Module):
 
 
 def same_padding_conv1d(
-    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, bias: bool = True
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    bias: bool = True,
+    dilation: int = 1,
 ) -> nn.Conv1d:
     """Conv1d with TensorFlow 'same' output length (ceil(L / stride)) for odd kernels."""
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel sizes must be odd for 'same' padding, got {kernel_size}")
     return nn.Conv1d(
-        in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        padding=dilation * (kernel_size // 2),
+        dilation=dilation,
+        bias=bias,
     )
+
+
+def reflect_pad_right(x: Tensor, pad: int) -> Tensor:
+    """Reflect-pad the last axis of `(B, C, T)` on the right by `pad`, even when `pad >= T`.
+
+    `F.pad(mode="reflect")` needs pad < T; very short inputs are reflected repeatedly instead.
+    """
+    n = x.shape[-1]
+    while x.shape[-1] - n < pad:
+        step = min(pad - (x.shape[-1] - n), x.shape[-1] - 1)
+        if step < 1:  # a single sample cannot be reflected: repeat it
+            return F.pad(x, (0, pad - (x.shape[-1] - n)), mode="replicate")
+        x = F.pad(x, (0, step), mode="reflect")
+    return x
 
 
 def orthogonal_init_(conv: nn.Conv1d) -> nn.Conv1d:
@@ -54,4 +80,5 @@ def orthogonal_init_(conv: nn.Conv1d) -> nn.Conv1d:
 
 @torch.no_grad()
 def count_parameters(module: nn.Module) -> int:
+    """Number of parameter values (shared parameters counted once)."""
     return sum(p.numel() for p in module.parameters())

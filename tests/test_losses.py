@@ -1,0 +1,103 @@
+"""Losses: the waveform ones and the multi-resolution STFT loss added to them."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from auraloss.freq import MultiResolutionSTFTLoss
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+
+from audio_superres.losses import L1Loss, MRSTFTLoss, MSELoss, RMSELoss
+
+from .conftest import CONF_DIR
+
+
+@pytest.fixture
+def signals() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(4096) / 16000
+    target = torch.sin(2 * math.pi * 440 * t) + 0.1 * torch.randn(2, 4096, generator=g)
+    return target + 0.05 * torch.randn(2, 4096, generator=g), target
+
+
+def test_waveform_losses():
+    pred, target = torch.zeros(2, 8), torch.full((2, 8), 0.5)
+    assert torch.isclose(RMSELoss(eps=0.0)(pred, target), torch.tensor(0.5))
+    assert torch.isclose(L1Loss()(pred, target), torch.tensor(0.5))
+    assert torch.isclose(MSELoss()(pred, target), torch.tensor(0.25))
+
+
+@pytest.mark.parametrize("waveform", ["l1", "mse"])
+def test_mrstft_is_zero_on_identical_signals(signals, waveform):
+    _, target = signals
+    assert MRSTFTLoss(waveform=waveform)(target.clone(), target) == 0
+    assert MRSTFTLoss(waveform_weight=0.0)(target.clone(), target) == 0
+    # rmse keeps its sqrt(1e-6) floor, the only non-zero part
+    assert MRSTFTLoss(waveform="rmse")(target.clone(), target) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_mrstft_is_positive_and_differentiable(signals):
+    pred, target = signals
+    pred = pred.clone().requires_grad_(True)
+    loss_fn = MRSTFTLoss()
+    loss = loss_fn(pred, target)
+    assert loss > 0 and loss_fn.spectral(pred, target) > 0
+    loss.backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_mrstft_weights_and_terms(signals):
+    pred, target = signals
+    sizes = dict(fft_sizes=[256, 512], hop_sizes=[64, 128], win_lengths=[256, 512])
+    stft_only = MRSTFTLoss(waveform_weight=0.0, stft_weight=1.0, **sizes)(pred, target)
+    reference = MultiResolutionSTFTLoss(**sizes)(pred.unsqueeze(1), target.unsqueeze(1))
+    assert torch.isclose(stft_only, reference)
+    wave_only = MRSTFTLoss(waveform="l1", stft_weight=0.0, **sizes)(pred, target)
+    assert torch.isclose(wave_only, L1Loss()(pred, target))
+    both = MRSTFTLoss(waveform="l1", waveform_weight=2.0, stft_weight=0.5, **sizes)(pred, target)
+    assert torch.isclose(both, 2 * wave_only + 0.5 * stft_only)
+
+
+def test_mrstft_sees_a_missing_high_band_more_than_the_waveform_loss(signals):
+    _, target = signals
+    spectrum = torch.fft.rfft(target)
+    spectrum[..., spectrum.shape[-1] // 4 :] = 0  # drop everything above 2 kHz
+    lowpassed = torch.fft.irfft(spectrum, n=target.shape[-1])
+    loss_fn = MRSTFTLoss()
+    assert loss_fn.spectral(lowpassed, target) > 5 * RMSELoss()(lowpassed, target)
+
+
+def test_mrstft_takes_short_and_batched_signals():
+    x, y = torch.randn(3, 64), torch.randn(3, 64)
+    assert MRSTFTLoss()(x, y) > 0 and MRSTFTLoss()(x, x) < 1e-2
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(waveform="l2"),
+        dict(fft_sizes=[512], hop_sizes=[128, 256], win_lengths=[512]),
+        dict(fft_sizes=[256], hop_sizes=[128], win_lengths=[512]),
+    ],
+)
+def test_mrstft_rejects_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        MRSTFTLoss(**kwargs)
+
+
+def test_mrstft_config_instantiates_with_overrides(signals):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=["loss=mrstft", "loss.waveform=l1", "loss.stft_weight=0.25"]
+        )
+    GlobalHydra.instance().clear()
+    loss_fn = instantiate(cfg.loss)
+    assert isinstance(loss_fn, MRSTFTLoss)
+    assert loss_fn.waveform == "l1" and loss_fn.stft_weight == 0.25
+    pred, target = signals
+    assert loss_fn(target, target) == 0 and loss_fn(pred, target) > 0
