@@ -9,9 +9,11 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := klettres-data ktuberling-data fluidsynth fluid-soundfont-gm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VCTK_CLIPS := ../shared/data/vctk_test_clips/hr
-DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+NOW := $(shell date +%Y-%m-%d_%H-%M-%S)
+DEMO_DIR := outputs/demo/$(NOW)
+PIANO_DIR := outputs/demo_piano/$(NOW)
 
-.PHONY: setup apt demo demo-piano data-vctk data-piano test lint format clean-outputs
+.PHONY: setup apt demo demo-piano models-table data-vctk data-piano test lint format
 
 setup: $(STAMP) apt
 
@@ -41,9 +43,14 @@ demo: setup
 # Piano demo: keyboard pieces of the music21 corpus rendered offline, trained ~15 min on CPU.
 demo-piano: setup
 	$(PY) -m audio_superres.data.demo_piano
-	$(PY) train.py experiment=demo_piano test_after_fit=false hydra.run.dir=$(DEMO_DIR)
-	$(PY) evaluate.py ckpt_path=$(DEMO_DIR)/checkpoints/best.ckpt hydra.run.dir=$(DEMO_DIR)/eval
-	@echo "Run directory: $(DEMO_DIR)"
+	$(PY) train.py experiment=demo_piano test_after_fit=false hydra.run.dir=$(PIANO_DIR)
+	$(PY) evaluate.py ckpt_path=$(PIANO_DIR)/checkpoints/best.ckpt hydra.run.dir=$(PIANO_DIR)/eval
+	@echo "Run directory: $(PIANO_DIR)"
+
+# Every CPU-size model with the same wall-clock training budget on the demo corpus, next to cubic.
+models-table: setup
+	$(PY) -m audio_superres.data.demo_speech
+	$(PY) -m audio_superres.report.model_table --minutes 5 --out outputs/models_table/$(NOW)
 
 # Real corpora (internet): resumable, size- and checksum-verified; rerun to resume.
 data-vctk: $(STAMP)

@@ -127,3 +127,23 @@ def test_small_real_demo_piano_build_is_complete_and_idempotent(tmp_path: Path, 
     assert corpus.name == "demo_piano"
     assert DemoPianoCorpus().test_speakers == DEMO_PIANO_TEST_PIECES
     assert set(DEMO_PIANO_TEST_PIECES) <= {p.id for p in PIECES}
+
+
+def test_datamodule_validates_on_the_val_recordings_and_tests_on_the_test_ones(tmp_path) -> None:
+    from functools import partial
+
+    from audio_superres.data import SuperResDataModule
+
+    root = write_recordings(tmp_path / "piano", SONATAS[:10], seconds=0.2)
+    split = PianoCorpus(root).split()
+    dm = SuperResDataModule(
+        corpus=partial(PianoCorpus), root=str(root), test_speakers=[], sample_rate=16000,
+        ratio=4, patch_len=1024, batch_size=2, cache_dir=str(tmp_path / "cache"),
+        prepare_workers=1,
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    names = lambda ids: {dm.cache.entries[i].speaker for i in ids}  # noqa: E731
+    assert names(dm.val_indices) == {f.speaker for f in split["val"]}
+    assert names(dm.test_indices) == {f.speaker for f in split["test"]}
+    assert not names(dm.val_indices) & names(dm.test_indices)
