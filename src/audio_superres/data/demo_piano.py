@@ -59,7 +59,9 @@ MIN_LAST_S = 5.0
 """A remainder shorter than this is appended to the previous clip instead of standing alone."""
 GAIN = 0.5
 PEAK = 0.9
-TRIM_DB = 60.0
+TRIM_DB = 40.0
+"""Leading silence and the reverb tail below this many dB under the loudest 10 ms are cut: a
+near-silent tail clip would otherwise stand as a test utterance whose SNR measures nothing."""
 
 
 @dataclass(frozen=True)
