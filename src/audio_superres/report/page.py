@@ -139,7 +139,7 @@ def write_samples_page(
     if examples:
         parts.append("<h2>Samples</h2>")
     for i, ex in enumerate(examples):
-        stem = f"{i:02d}_{_slug(str(Path(ex.name).with_suffix("")))}"
+        stem = f"{i:02d}_{_slug(str(Path(ex.name).with_suffix('')))}"
         keys = [k for k in LABELS if k in ex.signals]
         players = []
         for k in keys:
