@@ -89,8 +89,15 @@ def test_upsample_directory_tree_with_report(ckpt, tmp_path):
 
 
 def cfg(ckpt: Path, **kw):
-    base = {"ckpt_path": str(ckpt), "ratio": None, "sample_rate": None, "device": "cpu",
-            "chunk": 512, "overlap": 128, "progress": False}
+    base = {
+        "ckpt_path": str(ckpt),
+        "ratio": None,
+        "sample_rate": None,
+        "device": "cpu",
+        "chunk": 512,
+        "overlap": 128,
+        "progress": False,
+    }
     return OmegaConf.create({**base, **kw})
 
 
@@ -99,8 +106,16 @@ def test_hr_input_is_degraded_with_the_training_filter(ckpt, tmp_path):
     hr = voiced_signal(rng, 0.6, 16000)[:9599]
     sf.write(tmp_path / "hr.flac", hr, 16000)
     out = tmp_path / "out"
-    upsample(cfg(ckpt, input=str(tmp_path / "hr.flac"), output=str(out), input_kind="hr",
-                 format="flac", report=True))
+    upsample(
+        cfg(
+            ckpt,
+            input=str(tmp_path / "hr.flac"),
+            output=str(out),
+            input_kind="hr",
+            format="flac",
+            report=True,
+        )
+    )
     y, sr = sf.read(out / "hr.flac")
     assert sr == 16000 and len(y) == 9596  # cropped to a multiple of the ratio
     # an untrained U-Net is ~cubic: close to the reference it was degraded from

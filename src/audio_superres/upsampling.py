@@ -259,7 +259,11 @@ def upsample(cfg: DictConfig) -> Path:
         raise ValueError(f"input_kind must be 'lr' or 'hr', got {kind!r}")
     pairs = find_inputs(src, dst, ext)
     log.info(
-        "%s: %d file(s), %dx to %d Hz on %s", up.checkpoint, len(pairs), up.ratio, up.sample_rate,
+        "%s: %d file(s), %dx to %d Hz on %s",
+        up.checkpoint,
+        len(pairs),
+        up.ratio,
+        up.sample_rate,
         up.device,
     )
     done = []
