@@ -334,7 +334,7 @@ def summarize(sweep_dir: str | Path) -> dict[str, Any]:
 
 
 def log_to_wandb(summary: Mapping[str, Any], project: str, group: str, save_dir: Path) -> None:
-    """The summary table and heatmaps as one W&B run in the sweep's group (offline without a key)."""
+    """The summary table and heatmaps as one W&B run in the sweep group (offline without a key)."""
     import wandb
 
     from audio_superres.wandb_setup import wandb_mode
