@@ -7,9 +7,9 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Returns the best validation SNR (dB), the value a Hydra sweeper optimises."""
-    from audio_superres.training import train
+    from audio_superres.training import run_job
 
-    return train(cfg)
+    return run_job(cfg)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audio_superres.checkpoint import CheckpointError, instantiate_trusted, load_checkpoint
+from audio_superres.mismatch import format_mismatch, score_under_filters
 from audio_superres.module import SuperResolutionModule
 from audio_superres.report.page import evaluation_page
 from audio_superres.report.results import format_table, write_results
@@ -105,10 +106,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         default_root_dir=str(output_dir),
         enable_model_summary=False,
     )
-    try:
-        trainer.test(module, datamodule=datamodule)
-    finally:
-        _finish_wandb()
     meta = {
         "ratio": module.ratio,
         "lowpass": module.lowpass.kind,
@@ -117,6 +114,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": cfg.get("ckpt_path"),
         "model_target": module.hparams["model"]["_target_"],
     }
+    if cfg.get("test_lowpass"):
+        # the filter-mismatch study: one test per filter, mismatch.csv beside metrics.json
+        try:
+            path, results = score_under_filters(
+                trainer, module, datamodule, cfg.test_lowpass, output_dir, meta
+            )
+        finally:
+            _finish_wandb()
+        print(format_mismatch(results))
+        print(path)
+        return {"metrics_path": str(path), **results[0].summary}
+    try:
+        trainer.test(module, datamodule=datamodule)
+    finally:
+        _finish_wandb()
     path = write_results(
         output_dir, module.test_summary, module.test_rows, module.test_examples, meta
     )

@@ -23,7 +23,11 @@ DEFAULT_OPTIM = {"lr": 3e-4, "betas": [0.9, 0.999], "weight_decay": 0.0, "schedu
 
 
 def lowpass_to_dict(spec: LowpassSpec) -> dict[str, Any]:
-    return {k: getattr(spec, k) for k in spec.__dataclass_fields__}
+    """Plain fields (tuples as lists), so hparams.yaml and checkpoints stay safe to load."""
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in ((k, getattr(spec, k)) for k in spec.__dataclass_fields__)
+    }
 
 
 class SuperResolutionModule(L.LightningModule):
@@ -84,12 +88,40 @@ class SuperResolutionModule(L.LightningModule):
         self.test_rows: list[dict[str, Any]] = []
         self.test_examples: list[dict[str, Any]] = []
         self.test_summary: dict[str, Any] = {}
+        # lowpass=random: training draws a fresh filter per example from a generator seeded once
+        # per process (and rank); validation/test restart from the spec's seed every epoch.
+        self._train_rng: np.random.Generator | None = None
+        self._eval_rng: np.random.Generator | None = None
 
     # ---- the task -------------------------------------------------------------------------
-    def make_inputs(self, hr: Tensor) -> tuple[Tensor, Tensor]:
+    def make_inputs(
+        self, hr: Tensor, rng: np.random.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Crop HR to a multiple of the ratio and make its low-res input (the one definition)."""
         hr = crop_to_multiple(hr, self.ratio)
-        return hr, make_lowres(hr, self.ratio, self.lowpass)
+        return hr, make_lowres(hr, self.ratio, self.lowpass, rng)
+
+    def _rng(self, stage: str) -> np.random.Generator | None:
+        """The generator for random filters: per-process for training, reseeded for eval."""
+        if self.lowpass.kind != "random":
+            return None
+        if stage == "train":
+            if self._train_rng is None:
+                rank = self.global_rank if self._trainer is not None else 0
+                base = torch.initial_seed() if self._trainer is not None else self.lowpass.seed
+                self._train_rng = np.random.default_rng([int(base) % 2**63, rank])
+            return self._train_rng
+        if self._eval_rng is None:
+            self._eval_rng = np.random.default_rng(self.lowpass.seed)
+        return self._eval_rng
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_rng = None
+
+    def set_lowpass(self, lowpass: str | LowpassSpec | Mapping[str, Any]) -> None:
+        """Evaluate under another low-pass (the filter-mismatch study); training is unchanged."""
+        self.lowpass = as_lowpass_spec(lowpass)
+        self._eval_rng = None
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.model(lr)
@@ -108,7 +140,7 @@ class SuperResolutionModule(L.LightningModule):
 
     # ---- training -------------------------------------------------------------------------
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        hr, lr = self.make_inputs(batch)
+        hr, lr = self.make_inputs(batch, self._rng("train"))
         loss = self.loss_fn(self.model(lr), hr)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
@@ -139,7 +171,7 @@ class SuperResolutionModule(L.LightningModule):
     def _eval_step(
         self, batch: Mapping[str, Any], stage: str
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        hr, lr = self.make_inputs(batch["hr"])
+        hr, lr = self.make_inputs(batch["hr"], self._rng(stage))
         pred = self.super_resolve(lr)
         cubic = self.cubic(lr)
         self.metrics[f"{stage}_model"].update(pred, hr)
@@ -183,6 +215,7 @@ class SuperResolutionModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_rows, self.test_examples, self.test_summary = [], [], {}
+        self._eval_rng = None
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         hr, lr, cubic, pred = self._eval_step(batch, "test")

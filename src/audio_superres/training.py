@@ -9,10 +9,13 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from audio_superres.mismatch import format_mismatch, score_under_filters
 from audio_superres.module import SuperResolutionModule
 from audio_superres.report.results import format_table, write_results
+from audio_superres.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +105,101 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return str(ckpt_path)
 
 
+def single_device_tester(trainer: L.Trainer) -> L.Trainer | None:
+    """After a DDP fit: end the process group; rank 0 gets a one-device Trainer, others None."""
+    import torch.distributed as dist
+
+    is_zero = trainer.is_global_zero
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    if not is_zero:
+        return None
+    return L.Trainer(
+        accelerator=trainer.accelerator.__class__.__name__.replace("Accelerator", "").lower(),
+        devices=1,
+        num_nodes=1,
+        logger=trainer.loggers or False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=trainer.default_root_dir,
+    )
+
+
+def multirun_group(cfg: DictConfig) -> str | None:
+    """The W&B group shared by every job of a multirun (None for a single run).
+
+    Derived from the job's output directory (`<sweep dir>/<job number>`), so jobs started by
+    any launcher (basic, joblib, submitit) and the end-of-sweep summary agree on it.
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except ValueError:  # not under @hydra.main
+        return None
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    return sweep_group(str(cfg.get("task_name", "train")), Path(hc.runtime.output_dir).parent)
+
+
+def sweep_group(task_name: str, sweep_dir: Path) -> str:
+    """`<task>-<sweep dir name>`: the W&B group name of one sweep."""
+    return f"{task_name}-{Path(sweep_dir).name}"
+
+
+def write_status(output_dir: Path, status: str, **extra: Any) -> Path:
+    """status.json in the job dir: running / completed / failed (with the error), so a sweep
+    summary can tell a failed job from one that is still going."""
+    path = output_dir / "status.json"
+    if rank_zero_only.rank != 0:  # DDP: the other ranks share rank 0's directory
+        return path
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"status": status, **extra})
+    return path
+
+
+def run_job(cfg: DictConfig) -> float:
+    """`train` with its outcome recorded in status.json.
+
+    In a multirun a failing job returns NaN instead of raising: Hydra's sweeper re-raises a
+    job's exception after the batch, which would end the sweep before the summary callback
+    runs. The failure is in status.json (and the log), and the summary marks the job failed.
+    A single run raises as usual.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    write_status(output_dir, "running")
+    try:
+        score = train(cfg)
+    except Exception as err:
+        import traceback
+
+        write_status(
+            output_dir,
+            "failed",
+            error=f"{type(err).__name__}: {err}",
+            traceback=traceback.format_exc(),
+        )
+        if multirun_group(cfg) is None:
+            raise
+        log.exception("job failed (recorded in %s)", output_dir / "status.json")
+        return float("nan")
+    write_status(output_dir, "completed", best_val_snr=score)
+    return score
+
+
 def train(cfg: DictConfig) -> float:
     """Fit, test the best checkpoint, write metrics.json; return the best validation SNR."""
     single_lightning_log()
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    group = multirun_group(cfg)
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if group is not None and wandb_cfg is not None and not wandb_cfg.get("group"):
+        with open_dict(cfg):
+            cfg.logger.wandb.group = group
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
@@ -141,25 +233,33 @@ def train(cfg: DictConfig) -> float:
         if not cfg.get("test_after_fit", True):
             return best_score
 
-        trainer.test(
-            module,
-            datamodule=datamodule,
-            ckpt_path=best_path or str(ckpt_dir / "last.ckpt"),
-            weights_only=True,
-        )
+        test_ckpt = best_path or str(ckpt_dir / "last.ckpt")
         meta = {
             "ratio": module.ratio,
             "lowpass": module.hparams["lowpass"]["kind"],
             "lowpass_spec": module.hparams["lowpass"],
             "sample_rate": module.sample_rate,
-            "checkpoint": best_path or str(ckpt_dir / "last.ckpt"),
+            "checkpoint": test_ckpt,
             "best_val_snr": best_score,
             "global_step": trainer.global_step,
         }
-        metrics_path = write_results(
-            output_dir, module.test_summary, module.test_rows, module.test_examples, meta
-        )
-        print(format_table(module.test_summary))
+        if trainer.world_size > 1:
+            # Test on one device: a distributed test would pad the file list (counting some
+            # files twice) and leave each rank with only its share of the per-file rows.
+            trainer = single_device_tester(trainer)
+            if trainer is None:
+                return best_score
+        if cfg.get("test_lowpass"):
+            metrics_path, results = score_under_filters(
+                trainer, module, datamodule, cfg.test_lowpass, output_dir, meta, test_ckpt
+            )
+            print(format_mismatch(results))
+        else:
+            trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True)
+            metrics_path = write_results(
+                output_dir, module.test_summary, module.test_rows, module.test_examples, meta
+            )
+            print(format_table(module.test_summary))
         print(metrics_path)
         return best_score
     finally:

@@ -12,6 +12,7 @@ from audio_superres.dsp.lowpass import (
     LowpassSpec,
     as_lowpass_spec,
     crop_to_multiple,
+    draw_lowpass_specs,
     lowpass_sos,
     make_lowres,
     sosfilt_torch,
@@ -38,6 +39,11 @@ def reference_lowres(y: np.ndarray, r: int, kind: str) -> np.ndarray:
         return signal.sosfiltfilt(signal.cheby1(8, 0.05, 0.8 / r, output="sos"), y)[..., ::r]
     if kind == "butterworth":
         return signal.sosfiltfilt(signal.butter(8, 0.8 / r, output="sos"), y)[..., ::r]
+    if kind == "bessel":
+        return signal.sosfiltfilt(signal.bessel(8, 0.8 / r, output="sos"), y)[..., ::r]
+    if kind == "elliptic":
+        sos = signal.ellip(8, 0.05, 60.0, 0.8 / r, output="sos")
+        return signal.sosfiltfilt(sos, y)[..., ::r]
     raise AssertionError(kind)
 
 
@@ -47,7 +53,7 @@ def signals(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("ratio", RATIOS)
-@pytest.mark.parametrize("kind", ["none", "chebyshev", "butterworth"])
+@pytest.mark.parametrize("kind", ["none", "chebyshev", "butterworth", "bessel", "elliptic"])
 def test_make_lowres_matches_scipy(kind: str, ratio: int, device: str) -> None:
     y = signals((3, 1001), seed=ratio)  # odd length: exercises the crop for every ratio > 1
     ref = reference_lowres(y, ratio, kind)
@@ -62,7 +68,7 @@ def test_make_lowres_matches_scipy(kind: str, ratio: int, device: str) -> None:
     assert np.abs(out32.cpu().double().numpy() - ref).max() < 1e-5
 
 
-@pytest.mark.parametrize("kind", ["none", "chebyshev", "butterworth"])
+@pytest.mark.parametrize("kind", ["none", "chebyshev", "butterworth", "bessel", "elliptic"])
 def test_batched_equals_per_row(kind: str) -> None:
     y = torch.from_numpy(signals((2, 3, 517), seed=1))
     out = make_lowres(y, 4, kind)
@@ -109,9 +115,9 @@ def test_padlen_and_too_short_signals() -> None:
 
 
 def test_unknown_kind_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="none, chebyshev, butterworth"):
+    with pytest.raises(ValueError, match="none, chebyshev, butterworth, bessel, elliptic, random"):
         make_lowres(torch.zeros(100), 2, "bessel-ish")
-    assert LOWPASS_KINDS == ("none", "chebyshev", "butterworth")
+    assert LOWPASS_KINDS == ("none", "chebyshev", "butterworth", "bessel", "elliptic", "random")
 
 
 @pytest.mark.parametrize(
@@ -121,6 +127,12 @@ def test_unknown_kind_lists_the_valid_ones() -> None:
         ({"cutoff": 0.0}, "cutoff"),
         ({"cutoff": 1.5}, "cutoff"),
         ({"ripple_db": 0.0}, "ripple_db"),
+        ({"attenuation_db": -1.0}, "attenuation_db"),
+        ({"families": ["none"]}, "families"),
+        ({"families": []}, "families"),
+        ({"order_range": [5, 2]}, "order_range"),
+        ({"cutoff_range": [0.5, 1.2]}, "cutoff_range"),
+        ({"ripple_range": [0.1]}, "ripple_range"),
     ],
 )
 def test_spec_validation(kwargs: dict, message: str) -> None:
@@ -193,3 +205,47 @@ def test_constants_first_built_under_inference_mode_still_support_autograd() -> 
     y = torch.randn(2, 640, requires_grad=True)
     make_lowres(y, 5).sum().backward()
     assert y.grad is not None and torch.isfinite(y.grad).all()
+
+
+def test_elliptic_uses_ripple_and_attenuation() -> None:
+    spec = LowpassSpec("elliptic", order=6, ripple_db=0.5, attenuation_db=40.0, cutoff=0.7)
+    np.testing.assert_array_equal(
+        lowpass_sos(spec, 4), signal.ellip(6, 0.5, 40.0, 0.7 / 4, output="sos")
+    )
+    np.testing.assert_array_equal(
+        lowpass_sos(LowpassSpec("bessel", order=3), 2), signal.bessel(3, 0.4, output="sos")
+    )
+
+
+def test_random_draws_are_seeded_and_within_the_ranges() -> None:
+    spec = LowpassSpec(
+        "random", order_range=[3, 5], cutoff_range=[0.7, 0.9], ripple_range=[0.1, 0.2], seed=3
+    )
+    a = draw_lowpass_specs(spec, 40)
+    assert a == draw_lowpass_specs(spec, 40)  # the spec's own seed: reproducible
+    assert a == draw_lowpass_specs(spec, 40, np.random.default_rng(3))
+    assert a != draw_lowpass_specs(spec, 40, np.random.default_rng(4))
+    assert {s.kind for s in a} == {"chebyshev", "butterworth", "bessel", "elliptic"}
+    assert all(3 <= s.order <= 5 and 0.7 <= s.cutoff <= 0.9 for s in a)
+    assert all(0.1 <= s.ripple_db <= 0.2 and 40 <= s.attenuation_db <= 80 for s in a)
+    assert draw_lowpass_specs(LowpassSpec("bessel"), 2) == [LowpassSpec("bessel")] * 2
+    with pytest.raises(ValueError, match="distribution"):
+        lowpass_sos(spec, 4)
+
+
+def test_random_make_lowres_filters_each_row_with_its_own_draw() -> None:
+    spec = LowpassSpec("random", seed=11)
+    y = torch.from_numpy(signals((2, 3, 901), seed=5))
+    out = make_lowres(y, 4, spec, np.random.default_rng(7))
+    assert out.shape == (2, 3, 225)
+    specs = draw_lowpass_specs(spec, 6, np.random.default_rng(7))
+    rows = y.reshape(6, 901).numpy()
+    for row, s, got in zip(rows, specs, out.reshape(6, -1), strict=True):
+        n = 900
+        sos = lowpass_sos(s, 4)
+        ref = signal.sosfiltfilt(sos, row[:n])[::4]
+        assert np.abs(got.numpy() - ref).max() < 1e-6
+    # no generator: the spec's seed, so evaluation inputs are reproducible
+    torch.testing.assert_close(make_lowres(y, 4, spec), make_lowres(y, 4, spec))
+    fresh = make_lowres(y, 4, spec, np.random.default_rng(8))
+    assert not torch.equal(fresh, out)

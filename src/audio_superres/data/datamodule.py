@@ -125,6 +125,7 @@ class SuperResDataModule(L.LightningDataModule):
         patches_per_epoch: int = 4096,
         val_max_files: int | None = 32,
         cache_dir: str = "data/cache",
+        test_max_files: int | None = None,
         prepare_workers: int = 2,
     ) -> None:
         super().__init__()
@@ -147,6 +148,7 @@ class SuperResDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.patches_per_epoch = int(patches_per_epoch)
         self.val_max_files = val_max_files
+        self.test_max_files = test_max_files
         self.cache_dir = cache_dir
         self.prepare_workers = int(prepare_workers)
         self.cache: CachedCorpus | None = None
@@ -192,7 +194,10 @@ class SuperResDataModule(L.LightningDataModule):
                 return [i for i in ids if cache.entries[i].length >= min_len]
 
             self.short_eval = []
-            self.test_indices = held_out("test")
+            all_test = held_out("test")
+            # a bounded test set (e.g. a filter-mismatch grid): evenly spread, so every speaker
+            keep = _evenly_spaced(len(all_test), self.test_max_files)
+            self.test_indices = [all_test[k] for k in keep]
             if not self.test_indices:
                 warnings.warn(
                     f"{self.corpus.root}: no held-out files to evaluate on (test_speakers="
@@ -201,7 +206,7 @@ class SuperResDataModule(L.LightningDataModule):
                 )
             # A corpus with its own validation split (piano: by recording) validates on it;
             # otherwise (VCTK, folders) validation is an evenly spaced subset of the test files.
-            pool = held_out("val") if "val" in split else self.test_indices
+            pool = held_out("val") if "val" in split else all_test
             self.val_indices = [pool[k] for k in _evenly_spaced(len(pool), self.val_max_files)]
             self.cache = cache
         if stage in (None, "fit") and self._train_set is None:
@@ -247,7 +252,7 @@ class SuperResDataModule(L.LightningDataModule):
         return self._eval_loader(self.val_indices)
 
     def test_dataloader(self) -> DataLoader:
-        """Every held-out utterance (long enough to evaluate)."""
+        """Every held-out utterance (long enough to evaluate), or `test_max_files` of them."""
         if self.cache is None:
             self.setup("test")
         return self._eval_loader(self.test_indices)

@@ -25,9 +25,11 @@ from scipy import signal
 from torch import Tensor
 
 __all__ = [
+    "DESIGNED_KINDS",
     "LOWPASS_KINDS",
     "LowpassSpec",
     "as_lowpass_spec",
+    "draw_lowpass_specs",
     "crop_to_multiple",
     "lowpass_sos",
     "make_lowres",
@@ -43,7 +45,13 @@ class LowpassSpec:
 
     The defaults are `scipy.signal.decimate`'s filter (the original code's `--low-pass`).
     `cutoff` is a fraction of the LOW-RES Nyquist frequency, so one spec serves every ratio: the
-    normalised digital cutoff given to scipy is `cutoff / ratio`.
+    normalised digital cutoff given to scipy is `cutoff / ratio`. `ripple_db` is the passband
+    ripple (Chebyshev I, elliptic), `attenuation_db` the stopband attenuation (elliptic).
+
+    Kind "random" is not one filter but a distribution (NU-Wave 2 style): every example gets its
+    own family from `families`, order from `order_range`, ripple from `ripple_range` (log-uniform,
+    dB), attenuation from `attenuation_range` and cutoff from `cutoff_range`, drawn from a seeded
+    generator (`seed` when the caller gives none), so a draw is reproducible.
     """
 
     kind: str = "chebyshev"
@@ -51,6 +59,13 @@ class LowpassSpec:
     ripple_db: float = 0.05
     cutoff: float = 0.8
     zero_phase: bool = True
+    attenuation_db: float = 60.0
+    families: tuple[str, ...] = ("chebyshev", "butterworth", "bessel", "elliptic")
+    order_range: tuple[int, int] = (2, 10)
+    ripple_range: tuple[float, float] = (0.01, 1.0)
+    attenuation_range: tuple[float, float] = (40.0, 80.0)
+    cutoff_range: tuple[float, float] = (0.6, 1.0)
+    seed: int = 0
 
     def __post_init__(self) -> None:
         # Normalise types so specs built from YAML/CLI values compare and hash like literal ones.
@@ -76,11 +91,48 @@ class LowpassSpec:
             )
         if not isinstance(self.zero_phase, (bool, np.bool_)):
             raise TypeError(f"lowpass zero_phase must be a bool, got {self.zero_phase!r}")
+        attenuation_db = float(self.attenuation_db)
+        if not (math.isfinite(attenuation_db) and attenuation_db > 0):
+            raise ValueError(
+                f"lowpass attenuation_db must be a positive number, got {self.attenuation_db!r}"
+            )
+        families = tuple(str(f).strip().lower() for f in self.families)
+        bad = [f for f in families if f not in DESIGNED_KINDS]
+        if not families or bad:
+            raise ValueError(
+                f"lowpass families must be a non-empty list of {', '.join(DESIGNED_KINDS)}; "
+                f"got {list(self.families)!r}"
+            )
+        order_range = _range(self.order_range, "order_range", int, low=0)
+        ripple_range = _range(self.ripple_range, "ripple_range", float, low=0.0)
+        attenuation_range = _range(self.attenuation_range, "attenuation_range", float, low=0.0)
+        cutoff_range = _range(self.cutoff_range, "cutoff_range", float, low=0.0, high=1.0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise TypeError(f"lowpass seed must be an integer, got {self.seed!r}")
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "order", int(self.order))
         object.__setattr__(self, "ripple_db", ripple_db)
         object.__setattr__(self, "cutoff", cutoff)
         object.__setattr__(self, "zero_phase", bool(self.zero_phase))
+        object.__setattr__(self, "attenuation_db", attenuation_db)
+        object.__setattr__(self, "families", families)
+        object.__setattr__(self, "order_range", order_range)
+        object.__setattr__(self, "ripple_range", ripple_range)
+        object.__setattr__(self, "attenuation_range", attenuation_range)
+        object.__setattr__(self, "cutoff_range", cutoff_range)
+        object.__setattr__(self, "seed", int(self.seed))
+
+
+def _range(value: Any, name: str, cast: type, low: float, high: float | None = None) -> tuple:
+    """A `[min, max]` pair from YAML/CLI, checked (min <= max, low < min, max <= high)."""
+    try:
+        lo, hi = (cast(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"lowpass {name} must be a [min, max] pair, got {value!r}") from None
+    if not (low < lo <= hi) or (high is not None and hi > high):
+        limit = f"{low} < min <= max" + (f" <= {high}" if high is not None else "")
+        raise ValueError(f"lowpass {name} must satisfy {limit}, got {value!r}")
+    return (lo, hi)
 
 
 # Filter designers: (spec, normalised digital cutoff in (0, 1)) -> sos. A new kind ("bessel",
@@ -96,11 +148,22 @@ def _design_butterworth(spec: LowpassSpec, wn: float) -> np.ndarray:
     return signal.butter(spec.order, wn, output="sos")
 
 
+def _design_bessel(spec: LowpassSpec, wn: float) -> np.ndarray:
+    return signal.bessel(spec.order, wn, output="sos")
+
+
+def _design_elliptic(spec: LowpassSpec, wn: float) -> np.ndarray:
+    return signal.ellip(spec.order, spec.ripple_db, spec.attenuation_db, wn, output="sos")
+
+
 _DESIGNERS: dict[str, _Designer] = {
     "chebyshev": _design_chebyshev,
     "butterworth": _design_butterworth,
+    "bessel": _design_bessel,
+    "elliptic": _design_elliptic,
 }
-LOWPASS_KINDS: tuple[str, ...] = ("none", *_DESIGNERS)
+DESIGNED_KINDS: tuple[str, ...] = tuple(_DESIGNERS)
+LOWPASS_KINDS: tuple[str, ...] = ("none", *_DESIGNERS, "random")
 _SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(LowpassSpec))
 
 
@@ -154,6 +217,11 @@ def lowpass_sos(spec: LowpassSpec, ratio: int) -> np.ndarray | None:
 def _lowpass_sos_cached(spec: LowpassSpec, ratio: int) -> np.ndarray | None:
     if spec.kind == "none":
         return None
+    if spec.kind == "random":
+        raise ValueError(
+            "lowpass kind 'random' is a distribution of filters, not one filter: draw concrete "
+            "specs with draw_lowpass_specs (make_lowres does this per example)"
+        )
     wn = spec.cutoff / ratio
     if not 0 < wn < 1:
         raise ValueError(
@@ -302,14 +370,52 @@ def sosfiltfilt_torch(x: Tensor, sos: np.ndarray) -> Tensor:
 # ---- the low-res input ----------------------------------------------------------------------
 
 
+def draw_lowpass_specs(
+    spec: LowpassSpec, n: int, rng: np.random.Generator | None = None
+) -> list[LowpassSpec]:
+    """`n` concrete filters drawn from a "random" spec (a concrete spec is repeated n times).
+
+    Families, orders, ripples (log-uniform), attenuations and cutoffs are drawn from `rng`, or
+    from a generator seeded with `spec.seed` when none is given, so the same call gives the same
+    filters.
+    """
+    spec = as_lowpass_spec(spec)
+    if spec.kind != "random":
+        return [spec] * n
+    rng = np.random.default_rng(spec.seed) if rng is None else rng
+    out = []
+    for _ in range(n):
+        family = spec.families[int(rng.integers(len(spec.families)))]
+        order = int(rng.integers(spec.order_range[0], spec.order_range[1] + 1))
+        log_ripple = rng.uniform(np.log(spec.ripple_range[0]), np.log(spec.ripple_range[1]))
+        attenuation = float(rng.uniform(*spec.attenuation_range))
+        cutoff = float(rng.uniform(*spec.cutoff_range))
+        out.append(
+            LowpassSpec(
+                kind=family,
+                order=order,
+                ripple_db=float(np.exp(log_ripple)),
+                cutoff=round(cutoff, 4),
+                zero_phase=spec.zero_phase,
+                attenuation_db=attenuation,
+            )
+        )
+    return out
+
+
 def make_lowres(
-    y: Tensor, ratio: int, lowpass: str | LowpassSpec | Mapping[str, Any] = "chebyshev"
+    y: Tensor,
+    ratio: int,
+    lowpass: str | LowpassSpec | Mapping[str, Any] = "chebyshev",
+    rng: np.random.Generator | None = None,
 ) -> Tensor:
     """Low-res input `(..., n // ratio)` from high-res `y` `(..., n)` (REFERENCE section 3).
 
     Crops n to a multiple of `ratio`, low-passes along the last axis (none / chebyshev /
-    butterworth, zero phase by default), then keeps samples 0, r, 2r, ... Ratio 1 returns `y`
-    itself. The result has y's dtype and device and is a fresh contiguous tensor otherwise.
+    butterworth / bessel / elliptic, zero phase by default), then keeps samples 0, r, 2r, ...
+    Kind "random" draws one filter per row of `y` from `rng` (see `draw_lowpass_specs`).
+    Ratio 1 returns `y` itself. The result has y's dtype and device and is a fresh contiguous
+    tensor otherwise.
     """
     r = _check_ratio(ratio)
     spec = as_lowpass_spec(lowpass)
@@ -320,6 +426,15 @@ def make_lowres(
     if r == 1:
         return y
     y = crop_to_multiple(y, r)
+    if spec.kind == "random":
+        rows = y.reshape(-1, y.shape[-1])
+        specs = draw_lowpass_specs(spec, rows.shape[0], rng)
+        out = [_filter_and_decimate(row[None], r, s)[0] for row, s in zip(rows, specs, strict=True)]
+        return torch.stack(out).reshape(*y.shape[:-1], -1)
+    return _filter_and_decimate(y, r, spec)
+
+
+def _filter_and_decimate(y: Tensor, r: int, spec: LowpassSpec) -> Tensor:
     sos = _lowpass_sos_cached(spec, r)
     if sos is not None:
         if spec.zero_phase:
