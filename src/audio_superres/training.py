@@ -11,8 +11,11 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from audio_superres.checkpoint import remove_stale_temporaries
+from audio_superres.errors import PathNotFoundError, config_errors
 from audio_superres.module import SuperResolutionModule
 from audio_superres.report.results import format_table, write_results
+from audio_superres.utils import ensure_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +95,13 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     if ckpt_path == "last":
         path = output_dir / "checkpoints" / "last.ckpt"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise PathNotFoundError(
                 f"{path}: no last checkpoint to resume from; pass hydra.run.dir=<the earlier "
                 "run dir> with ckpt_path=last, or ckpt_path=<path to a .ckpt>"
             )
         return str(path)
     if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"{ckpt_path}: checkpoint to resume from not found")
+        raise PathNotFoundError(f"{ckpt_path}: checkpoint to resume from not found")
     return str(ckpt_path)
 
 
@@ -106,31 +109,42 @@ def train(cfg: DictConfig) -> float:
     """Fit, test the best checkpoint, write metrics.json; return the best validation SNR."""
     single_lightning_log()
     L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    versions = library_versions()
+    log.info("seed %s, versions %s", cfg.seed, versions)
+    output_dir = ensure_writable_dir(cfg.paths.output_dir)
+    ckpt_dir = ensure_writable_dir(output_dir / "checkpoints")
+    for tmp in remove_stale_temporaries(ckpt_dir):
+        log.info("removed %s, the temporary of a save that was killed", tmp)
 
-    datamodule = instantiate(cfg.data)
-    module = build_module(cfg)
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
+    # every setting is checked here, before any data is prepared or any step is trained
+    with config_errors("data"):
+        datamodule = instantiate(cfg.data)
+    with config_errors("model"):
+        module = build_module(cfg)
+    with config_errors("callbacks"):
+        callbacks = instantiate_group(cfg.get("callbacks"))
+    with config_errors("logger"):
+        loggers = instantiate_group(cfg.get("logger"))
 
     max_steps = cfg.trainer.get("max_steps", -1)
     interval = cfg.trainer.get("val_check_interval")
     if isinstance(interval, int) and max_steps and 0 < max_steps < interval:
         with open_dict(cfg):
             cfg.trainer.val_check_interval = max_steps  # validate at least once
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    with config_errors("trainer"):
+        trainer: L.Trainer = instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers or False
+        )
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
         logger.log_hyperparams(
-            {"config": resolved, "seed": cfg.seed, "versions": library_versions()}
+            {"config": resolved, "seed": cfg.seed, "versions": versions}
         )
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        ckpt_dir = output_dir / "checkpoints"
         # the final state, whatever the interval (full state, so it can be resumed)
         trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
 
@@ -155,6 +169,8 @@ def train(cfg: DictConfig) -> float:
             "checkpoint": best_path or str(ckpt_dir / "last.ckpt"),
             "best_val_snr": best_score,
             "global_step": trainer.global_step,
+            "seed": cfg.seed,
+            "versions": versions,
         }
         metrics_path = write_results(
             output_dir, module.test_summary, module.test_rows, module.test_examples, meta

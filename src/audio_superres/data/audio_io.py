@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from audio_superres.errors import UserFacingError
 from audio_superres.utils import atomic_path
 
 __all__ = ["AudioFileError", "read_audio", "to_mono", "trim_silence", "write_audio"]
@@ -22,7 +23,7 @@ _SUBTYPES = {".wav": "FLOAT", ".flac": "PCM_24", ".ogg": "VORBIS"}
 _FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 
 
-class AudioFileError(ValueError):
+class AudioFileError(UserFacingError, ValueError):
     """An audio file that cannot be used: unreadable, corrupt, empty or with non-finite samples."""
 
 

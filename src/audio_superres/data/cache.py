@@ -43,6 +43,7 @@ import numpy as np
 from audio_superres.data.audio_io import AudioFileError, read_audio, to_mono, trim_silence
 from audio_superres.data.corpora import Corpus
 from audio_superres.dsp.resample import resample_audio
+from audio_superres.errors import ConfigError, DataError
 from audio_superres.utils import atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -107,7 +108,7 @@ class CachedCorpus:
             total = sum(e.length for e in self.entries)
             file = self.path / _AUDIO
             if file.stat().st_size != total * _DTYPE.itemsize:
-                raise ValueError(
+                raise DataError(
                     f"{file}: holds {file.stat().st_size} bytes, the manifest expects "
                     f"{total * _DTYPE.itemsize}; delete {self.path} to rebuild the cache"
                 )
@@ -143,7 +144,7 @@ class CachedCorpus:
             entries = [CacheEntry(**e) for e in manifest["entries"]]
             sample_rate = int(manifest["sample_rate"])
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(
+            raise DataError(
                 f"{path / _MANIFEST}: unreadable cache manifest ({e}); delete {path} to rebuild"
             ) from e
         cached = cls(Path(root), path, entries, sample_rate, manifest.get("settings", {}))
@@ -338,10 +339,10 @@ def build_cache(
     from their own rate.
     """
     if int(sample_rate) <= 0:
-        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        raise ConfigError(f"sample_rate must be positive, got {sample_rate}")
     policy = on_bad_file or getattr(corpus, "on_bad_file", None) or "error"
     if policy not in BAD_FILE_POLICIES:
-        raise ValueError(f"on_bad_file must be one of {BAD_FILE_POLICIES}, got {policy!r}")
+        raise ConfigError(f"on_bad_file must be one of {BAD_FILE_POLICIES}, got {policy!r}")
     cache_dir = Path(cache_dir)
     files = _file_list(corpus)
     trim = bool(getattr(corpus, "trim_silence", False))
