@@ -53,16 +53,17 @@ def library_versions() -> dict[str, str]:
 
     import audio_superres
 
+    # str(): torch.__version__ is a TorchVersion, which YAML loggers would write as a Python object
     return {
-        "audio_superres": audio_superres.__version__,
+        "audio_superres": str(audio_superres.__version__),
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchaudio": torchaudio.__version__,
-        "lightning": lightning.__version__,
-        "hydra": hydra.__version__,
-        "torchmetrics": torchmetrics.__version__,
-        "numpy": numpy.__version__,
-        "scipy": scipy.__version__,
+        "torch": str(torch.__version__),
+        "torchaudio": str(torchaudio.__version__),
+        "lightning": str(lightning.__version__),
+        "hydra": str(hydra.__version__),
+        "torchmetrics": str(torchmetrics.__version__),
+        "numpy": str(numpy.__version__),
+        "scipy": str(scipy.__version__),
     }
 
 
