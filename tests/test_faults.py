@@ -264,3 +264,47 @@ def test_sigkilled_preparation_reruns_to_a_complete_cache(tmp_path: Path) -> Non
     )
     assert resumed.entries == fresh.entries
     np.testing.assert_array_equal(resumed.audio, fresh.audio)
+
+
+# --------------------------------------------------------------------------------------------
+# a multirun with one failing job
+
+
+def test_one_failing_job_of_a_multirun_does_not_stop_the_others(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus", speakers=2, files=1, seconds=0.5)
+    sweep = tmp_path / "multi"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "-m",
+            f"data.root={tmp_path / 'missing'},{corpus}",  # job 0 fails, job 1 trains
+            "data=folder",
+            "data.test_speakers=[spk1]",
+            "data.patch_len=1024",
+            "data.batch_size=2",
+            f"data.cache_dir={tmp_path}/cache",
+            "trainer=cpu",
+            "trainer.max_steps=2",
+            "trainer.num_sanity_val_steps=0",
+            "trainer.enable_progress_bar=false",
+            "logger=none",
+            "lowpass=none",
+            "test_after_fit=false",
+            f"hydra.sweep.dir={sweep}",
+            *TINY,
+        ],
+        cwd=tmp_path,
+        env={k: v for k, v in _env().items() if k != "HYDRA_FULL_ERROR"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert f"{tmp_path / 'missing'}: corpus folder does not exist" in output  # not hidden
+    assert proc.returncode != 0  # the sweep as a whole reports the failure
+    assert not (sweep / "0" / "checkpoints" / "last.ckpt").exists()
+    last = sweep / "1" / "checkpoints" / "last.ckpt"
+    assert last.is_file(), output[-3000:]  # ... after running the job that can run
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 2
