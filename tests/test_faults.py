@@ -308,3 +308,14 @@ def test_one_failing_job_of_a_multirun_does_not_stop_the_others(tmp_path: Path) 
     last = sweep / "1" / "checkpoints" / "last.ckpt"
     assert last.is_file(), output[-3000:]  # ... after running the job that can run
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 2
+
+
+def test_every_trainer_config_writes_checkpoints_atomically(tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    for trainer in ("default", "cpu", "gpu"):
+        cfg = compose_train([f"trainer={trainer}"], tmp_path)
+        targets = [p["_target_"] for p in cfg.trainer.plugins]
+        assert targets == ["audio_superres.checkpoint.AtomicCheckpointIO"], trainer
+    built = instantiate(compose_train(["trainer=cpu"], tmp_path).trainer, logger=False)
+    assert isinstance(built.strategy.checkpoint_io, AtomicCheckpointIO)
