@@ -319,3 +319,20 @@ def test_every_trainer_config_writes_checkpoints_atomically(tmp_path: Path) -> N
         assert targets == ["audio_superres.checkpoint.AtomicCheckpointIO"], trainer
     built = instantiate(compose_train(["trainer=cpu"], tmp_path).trainer, logger=False)
     assert isinstance(built.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_disk_full_during_preparation_is_named_and_the_rerun_completes(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from audio_superres.data import cache as cache_mod
+
+    corpus = write_corpus(tmp_path / "corpus", speakers=2, files=2, seconds=0.3)
+    monkeypatch.setattr(cache_mod.os, "fsync", _disk_full)
+    with pytest.raises(OutputError) as info:
+        build_cache(FolderCorpus(corpus), 16000, tmp_path / "cache", num_workers=1, progress=False)
+    assert ".partial: cannot write (disk full" in str(info.value)
+    monkeypatch.undo()
+    cached = build_cache(
+        FolderCorpus(corpus), 16000, tmp_path / "cache", num_workers=1, progress=False
+    )
+    assert len(cached) == 4

@@ -92,6 +92,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     single_lightning_log()
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    device = cfg.get("device", "auto")
+    accelerator = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "gpu": "gpu"}.get(device)
+    if accelerator is None:
+        raise ConfigError(f"device must be one of auto, cpu, cuda; got {device!r}")
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda was asked for, but no CUDA device is available")
     versions = library_versions()
     output_dir = ensure_writable_dir(output_dir)
     with config_errors("model"):
@@ -106,12 +112,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"file of test_speakers={datamodule.corpus.test_speakers!r})"
         )
 
-    device = cfg.get("device", "auto")
-    accelerator = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "gpu": "gpu"}.get(device)
-    if accelerator is None:
-        raise ConfigError(f"device must be one of auto, cpu, cuda; got {device!r}")
-    if accelerator == "gpu" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda was asked for, but no CUDA device is available")
     with config_errors("logger"):
         loggers = instantiate_group(cfg.get("logger"))
     for logger in loggers:

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
 import numpy as np
 
@@ -44,7 +44,7 @@ from audio_superres.data.audio_io import AudioFileError, read_audio, to_mono, tr
 from audio_superres.data.corpora import Corpus
 from audio_superres.dsp.resample import resample_audio
 from audio_superres.errors import ConfigError, DataError
-from audio_superres.utils import atomic_write_json, atomic_write_text
+from audio_superres.utils import atomic_write_json, atomic_write_text, output_error
 
 __all__ = [
     "BAD_FILE_POLICIES",
@@ -353,7 +353,10 @@ def build_cache(
         return built
 
     partial = cache_dir / f".{final.name}.partial"
-    handle = _lock(partial)  # waits while another process builds this same cache
+    try:
+        handle = _lock(partial)  # waits while another process builds this same cache
+    except OSError as exc:
+        _raise_output_error(cache_dir, exc)
     assert handle is not None
     try:
         if (built := _load_if_built(final, corpus)) is not None:
@@ -363,9 +366,12 @@ def build_cache(
         _remove_superseded(cache_dir, prefix, partial)
         os.chmod(partial, 0o755)
         t0 = time.monotonic()
-        entries, skipped, resumed = _write_audio(
-            corpus, files, sample_rate, trim, partial, num_workers, policy == "skip", progress
-        )
+        try:
+            entries, skipped, resumed = _write_audio(
+                corpus, files, sample_rate, trim, partial, num_workers, policy == "skip", progress
+            )
+        except OSError as exc:  # reading errors are AudioFileErrors: this is the cache's disk
+            _raise_output_error(partial, exc)
         hours = sum(e.length for e in entries) / sample_rate / 3600
         settings = {
             "version": CACHE_VERSION,
@@ -412,6 +418,15 @@ def build_cache(
             stacklevel=2,
         )
     return CachedCorpus.load(final, corpus.root)
+
+
+def _raise_output_error(path: Path, exc: OSError) -> NoReturn:
+    """Disk full or read-only while building: one line naming the folder (what was written
+    so far stays, and the next run resumes from it)."""
+    err = output_error(path, exc)
+    if err is exc:
+        raise exc
+    raise err from exc
 
 
 def _read_log(
