@@ -34,6 +34,7 @@ from .conftest import CONF_DIR, REPO, voiced_signal, write_corpus
 from .test_configs import compose_train
 
 SR = 16000
+TINY_OVERRIDES = ["model.filters=[8,16]", "model.kernels=[9,5]", "model.bottleneck_filters=16"]
 TINY_MODEL = {
     "_target_": "audio_superres.models.AudioUNet",
     "ratio": 4,
@@ -334,6 +335,21 @@ def test_evaluate_cli_prints_one_line_for_a_checkpoint_of_another_ratio(tmp_path
         f"Error: {ckpt}: the checkpoint was trained with ratio=4, but ratio=2 was asked for; "
         "a model only works at the ratio it was trained for"
     )
+
+
+def test_resuming_from_a_bad_or_foreign_checkpoint_is_one_line(tmp_path, tiny_corpus) -> None:
+    torn = tmp_path / "torn.ckpt"
+    torn.write_bytes(b"PK\x03\x04 the first bytes of a checkpoint")
+    other = _checkpoint(tmp_path / "r2.ckpt", ratio=2)
+    for ckpt, problem in ((torn, "not a readable checkpoint"), (other, "trained with ratio=2")):
+        cfg = compose_train(
+            ["data=folder", f"data.root={tiny_corpus}", "data.test_speakers=[spk2]",
+             "logger=none", "trainer=cpu", f"ckpt_path={ckpt}", *TINY_OVERRIDES],
+            tmp_path,
+        )  # fmt: skip
+        with pytest.raises(CheckpointError) as info:
+            train(cfg)
+        assert problem in _one_line(info.value, ckpt)
 
 
 class _Payload:

@@ -11,7 +11,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from audio_superres.checkpoint import remove_stale_temporaries
+from audio_superres.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries
 from audio_superres.errors import PathNotFoundError, config_errors
 from audio_superres.module import SuperResolutionModule
 from audio_superres.report.results import format_table, write_results
@@ -106,6 +106,18 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return str(ckpt_path)
 
 
+def check_resumable(ckpt_path: str, cfg: DictConfig) -> None:
+    """Read the checkpoint to resume from safely first (weights_only) and check that it is of
+    this task, so a corrupt or foreign file is one clear line, not an unpickling traceback."""
+    hp = load_checkpoint(ckpt_path)["hyper_parameters"]
+    for key in ("ratio", "sample_rate"):
+        if key in hp and int(hp[key]) != int(cfg[key]):
+            raise CheckpointError(
+                f"{ckpt_path}: the checkpoint was trained with {key}={hp[key]}, but {key}="
+                f"{cfg[key]} was asked for; resume with the settings of the run it comes from"
+            )
+
+
 def train(cfg: DictConfig) -> float:
     """Fit, test the best checkpoint, write metrics.json; return the best validation SNR."""
     single_lightning_log()
@@ -144,6 +156,8 @@ def train(cfg: DictConfig) -> float:
         )
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path is not None:
+        check_resumable(ckpt_path, cfg)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         # the final state, whatever the interval (full state, so it can be resumed)
