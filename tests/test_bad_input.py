@@ -146,9 +146,14 @@ def test_formats_channels_and_rates_are_decoded_to_mono_at_the_corpus_rate(tmp_p
     }
     for name, (sr, channels, subtype) in cases.items():
         sf.write(root / name, _tone(0.5, sr, channels), sr, subtype=subtype)
-    cached = build_cache(
-        FolderCorpus(root.parent), SR, tmp_path / "cache", num_workers=1, progress=False
-    )
+    with pytest.warns(UserWarning, match="1 file\\(s\\) recorded below 16000 Hz were resampled up"):
+        cached = build_cache(
+            FolderCorpus(root.parent), SR, tmp_path / "cache", num_workers=1, progress=False
+        )
+    report = json.loads((cached.path / "report.json").read_text())
+    assert {u["path"]: u["orig_sr"] for u in report["below_sample_rate"]} == {
+        "spk/r8k.wav": 8000
+    }
     by_name = {Path(e.path).name: i for i, e in enumerate(cached.entries)}
     reference = cached.get(by_name["f32.wav"])
     for name, (sr, channels, _subtype) in cases.items():

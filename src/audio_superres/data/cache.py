@@ -373,6 +373,10 @@ def build_cache(
         except OSError as exc:  # reading errors are AudioFileErrors: this is the cache's disk
             _raise_output_error(partial, exc)
         hours = sum(e.length for e in entries) / sample_rate / 3600
+        # recorded below the corpus rate: resampled up, so their top band is empty
+        upsampled = [
+            {"path": e.path, "orig_sr": e.orig_sr} for e in entries if e.orig_sr < sample_rate
+        ]
         settings = {
             "version": CACHE_VERSION,
             "corpus": corpus.name,
@@ -389,6 +393,7 @@ def build_cache(
                 "files": len(files),
                 "prepared": len(entries),
                 "skipped": skipped,
+                "below_sample_rate": upsampled,
                 "hours": round(hours, 4),
                 "resumed_after_files": resumed,
                 "seconds": round(time.monotonic() - t0, 2),
@@ -410,6 +415,14 @@ def build_cache(
     finally:
         _unlock(handle)
     (final / _LOCK).unlink(missing_ok=True)
+    if upsampled:
+        shown = ", ".join(f"{u['path']} ({u['orig_sr']} Hz)" for u in upsampled[:3])
+        warnings.warn(
+            f"{corpus.root}: {len(upsampled)} file(s) recorded below {sample_rate} Hz were "
+            f"resampled up and hold nothing above half their own rate (listed in "
+            f"{final / _REPORT}): {shown}{' ...' if len(upsampled) > 3 else ''}",
+            stacklevel=2,
+        )
     if skipped:
         shown = "; ".join(s["reason"] for s in skipped[:3])
         warnings.warn(
