@@ -7,9 +7,10 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Returns the best validation SNR (dB), the value a Hydra sweeper optimises."""
+    from audio_superres.errors import run_task
     from audio_superres.training import run_job
 
-    return run_job(cfg)
+    return run_task(run_job, cfg)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ TINY_MODEL = ["model.filters=[8,16]", "model.kernels=[9,5]", "model.bottleneck_f
 
 
 def run(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, succeed: bool = True
 ) -> subprocess.CompletedProcess:
+    """Run a script of the repository; assert it succeeds (or, with succeed=False, fails)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1", **(env or {})}
     proc = subprocess.run(
         [sys.executable, *args],
@@ -29,7 +30,7 @@ def run(
         timeout=600,
         stdin=subprocess.DEVNULL,
     )
-    assert proc.returncode == 0, (
+    assert (proc.returncode == 0) == succeed, (
         f"{args}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-4000:]}"
     )
     return proc

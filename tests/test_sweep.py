@@ -49,7 +49,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def test_mismatch_grid_with_a_failed_job_then_evaluate(tiny_corpus, tmp_path):
     sweep_dir = tmp_path / "sweep"
     # job 0 trains with random filters; job 1 gets a bad value and fails inside the job
-    run(
+    proc = run(
         tiny_train(tiny_corpus, tmp_path / "cache", multirun=True)
         + [
             "lowpass=random",
@@ -58,7 +58,9 @@ def test_mismatch_grid_with_a_failed_job_then_evaluate(tiny_corpus, tmp_path):
             f"hydra.sweep.dir={sweep_dir}",
         ],
         cwd=tmp_path,
+        succeed=False,  # the multirun reports its failed job with a non-zero exit ...
     )
+    assert "SWEEP INCOMPLETE: 1 of 2 jobs" in proc.stderr  # ... after the summary
     job = sweep_dir / "0"
     assert json.loads((job / "status.json").read_text())["status"] == "completed"
     failed = json.loads((sweep_dir / "1" / "status.json").read_text())

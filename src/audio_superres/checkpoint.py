@@ -14,11 +14,15 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.plugins import TorchCheckpointIO
+
+from audio_superres.errors import UserFacingError
+from audio_superres.utils import atomic_write_with
 
 TRUSTED_PREFIX = "audio_superres."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserFacingError, ValueError):
     """A checkpoint that is missing, unreadable or not one of ours."""
 
 
@@ -61,3 +65,54 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: not an audio_superres checkpoint (no model/ratio in its hyper_parameters)"
         )
     return ckpt
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's CheckpointIO, writing each checkpoint atomically.
+
+    Lightning writes a checkpoint straight onto its final name, so a run killed (or out of
+    disk) in the middle of a save leaves a truncated `last.ckpt` that cannot be resumed. Here
+    the checkpoint goes to a temporary name in the same folder, is fsync'ed, then renamed onto
+    the final name: `last.ckpt` is always the previous complete one or the new complete one.
+    Wired in through the trainer config (`plugins`); remote (fsspec URL) paths fall back to
+    Lightning's own writer.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+
+        atomic_write_with(path, write)
+        fsync_dir(Path(path).parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (best effort: not every file system supports it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the hidden temporaries (`.<name>.*.tmp.ckpt`) that a killed save leaves behind."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp.ckpt"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed

@@ -11,11 +11,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audio_superres.checkpoint import CheckpointError, instantiate_trusted, load_checkpoint
+from audio_superres.errors import ConfigError, DataError, config_errors
 from audio_superres.mismatch import format_mismatch, score_under_filters
 from audio_superres.module import SuperResolutionModule
 from audio_superres.report.page import evaluation_page
 from audio_superres.report.results import format_table, write_results
-from audio_superres.training import _finish_wandb, instantiate_group, single_lightning_log
+from audio_superres.training import (
+    _finish_wandb,
+    instantiate_group,
+    library_versions,
+    single_lightning_log,
+)
+from audio_superres.utils import ensure_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,7 @@ def _settle(cfg: DictConfig, key: str, stored: Any, ckpt_path: str | None) -> An
         )
     value = given if given is not None else stored
     if value is None:
-        raise ValueError(
+        raise ConfigError(
             f"{key} is not set: pass {key}=... (there is no checkpoint to take it from)"
         )
     with open_dict(cfg):
@@ -50,15 +57,15 @@ def build_for_evaluation(cfg: DictConfig) -> tuple[SuperResolutionModule, dict[s
     sample_rate = _settle(cfg, "sample_rate", hp.get("sample_rate"), cfg.get("ckpt_path"))
 
     if ckpt is not None and cfg.get("model") is not None:
-        raise ValueError(
+        raise ConfigError(
             "model= was given together with ckpt_path=: the model is stored in the checkpoint; "
             "drop model= (or drop ckpt_path= to evaluate a model without weights, e.g. model=cubic)"
         )
     model_cfg = hp.get("model") if ckpt is not None else _plain(cfg.get("model"))
     if model_cfg is None:
-        raise ValueError("nothing to evaluate: pass ckpt_path=CKPT, or model=cubic")
+        raise ConfigError("nothing to evaluate: pass ckpt_path=CKPT, or model=cubic")
     if ckpt is None and any(True for _ in instantiate_trusted(model_cfg, "model").parameters()):
-        raise ValueError(
+        raise ConfigError(
             f"model {model_cfg['_target_']} has parameters to train: pass ckpt_path=CKPT"
         )
 
@@ -76,7 +83,7 @@ def build_for_evaluation(cfg: DictConfig) -> tuple[SuperResolutionModule, dict[s
 
     data_cfg = _plain(cfg.get("data")) or hp.get("data_config")
     if data_cfg is None:
-        raise ValueError(
+        raise ConfigError(
             "no data to evaluate on: pass data=folder data.root=DIR data.test_speakers='*'"
         )
     return module, data_cfg
@@ -87,17 +94,32 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     single_lightning_log()
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    module, data_cfg = build_for_evaluation(cfg)
-    module.inference = dict(_plain(cfg.get("inference")) or {})  # evaluation = inference.py
-    datamodule = instantiate_trusted(data_cfg, "data")
-
     device = cfg.get("device", "auto")
     accelerator = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "gpu": "gpu"}.get(device)
     if accelerator is None:
-        raise ValueError(f"device must be one of auto, cpu, cuda; got {device!r}")
+        raise ConfigError(f"device must be one of auto, cpu, cuda; got {device!r}")
     if accelerator == "gpu" and not torch.cuda.is_available():
-        raise ValueError("device=cuda was asked for, but no CUDA device is available")
-    loggers = instantiate_group(cfg.get("logger"))
+        raise ConfigError("device=cuda was asked for, but no CUDA device is available")
+    versions = library_versions()
+    output_dir = ensure_writable_dir(output_dir)
+    with config_errors("model"):
+        module, data_cfg = build_for_evaluation(cfg)
+    module.inference = dict(_plain(cfg.get("inference")) or {})  # evaluation = inference.py
+    with config_errors("data"):
+        datamodule = instantiate_trusted(data_cfg, "data")
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    if not datamodule.test_indices:
+        raise DataError(
+            f"{datamodule.corpus.root}: no held-out file to evaluate on (too short, or no "
+            f"file of test_speakers={datamodule.corpus.test_speakers!r})"
+        )
+
+    with config_errors("logger"):
+        loggers = instantiate_group(cfg.get("logger"))
+    for logger in loggers:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        logger.log_hyperparams({"config": resolved, "seed": cfg.seed, "versions": versions})
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=1,
@@ -113,6 +135,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "sample_rate": module.sample_rate,
         "checkpoint": cfg.get("ckpt_path"),
         "model_target": module.hparams["model"]["_target_"],
+        "seed": cfg.seed,
+        "versions": versions,
     }
     if cfg.get("test_lowpass"):
         # the filter-mismatch study: one test per filter, mismatch.csv beside metrics.json

@@ -12,10 +12,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from audio_superres.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries
+from audio_superres.errors import PathNotFoundError, config_errors
 from audio_superres.mismatch import format_mismatch, score_under_filters
 from audio_superres.module import SuperResolutionModule
 from audio_superres.report.results import format_table, write_results
-from audio_superres.utils import atomic_write_json
+from audio_superres.utils import atomic_write_json, ensure_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +55,17 @@ def library_versions() -> dict[str, str]:
 
     import audio_superres
 
+    # str(): torch.__version__ is a TorchVersion, which YAML loggers would write as a Python object
     return {
-        "audio_superres": audio_superres.__version__,
+        "audio_superres": str(audio_superres.__version__),
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchaudio": torchaudio.__version__,
-        "lightning": lightning.__version__,
-        "hydra": hydra.__version__,
-        "torchmetrics": torchmetrics.__version__,
-        "numpy": numpy.__version__,
-        "scipy": scipy.__version__,
+        "torch": str(torch.__version__),
+        "torchaudio": str(torchaudio.__version__),
+        "lightning": str(lightning.__version__),
+        "hydra": str(hydra.__version__),
+        "torchmetrics": str(torchmetrics.__version__),
+        "numpy": str(numpy.__version__),
+        "scipy": str(scipy.__version__),
     }
 
 
@@ -95,13 +98,13 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     if ckpt_path == "last":
         path = output_dir / "checkpoints" / "last.ckpt"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise PathNotFoundError(
                 f"{path}: no last checkpoint to resume from; pass hydra.run.dir=<the earlier "
                 "run dir> with ckpt_path=last, or ckpt_path=<path to a .ckpt>"
             )
         return str(path)
     if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"{ckpt_path}: checkpoint to resume from not found")
+        raise PathNotFoundError(f"{ckpt_path}: checkpoint to resume from not found")
     return str(ckpt_path)
 
 
@@ -189,40 +192,65 @@ def run_job(cfg: DictConfig) -> float:
     return score
 
 
+def check_resumable(ckpt_path: str, cfg: DictConfig) -> None:
+    """Read the checkpoint to resume from safely first (weights_only) and check that it is of
+    this task, so a corrupt or foreign file is one clear line, not an unpickling traceback."""
+    hp = load_checkpoint(ckpt_path)["hyper_parameters"]
+    for key in ("ratio", "sample_rate"):
+        if key in hp and int(hp[key]) != int(cfg[key]):
+            raise CheckpointError(
+                f"{ckpt_path}: the checkpoint was trained with {key}={hp[key]}, but {key}="
+                f"{cfg[key]} was asked for; resume with the settings of the run it comes from"
+            )
+
+
 def train(cfg: DictConfig) -> float:
     """Fit, test the best checkpoint, write metrics.json; return the best validation SNR."""
     single_lightning_log()
     L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    versions = library_versions()
+    log.info("seed %s, versions %s", cfg.seed, versions)
+    output_dir = ensure_writable_dir(cfg.paths.output_dir)
+    ckpt_dir = ensure_writable_dir(output_dir / "checkpoints")
+    for tmp in remove_stale_temporaries(ckpt_dir):
+        log.info("removed %s, the temporary of a save that was killed", tmp)
     group = multirun_group(cfg)
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if group is not None and wandb_cfg is not None and not wandb_cfg.get("group"):
         with open_dict(cfg):
             cfg.logger.wandb.group = group
 
-    datamodule = instantiate(cfg.data)
-    module = build_module(cfg)
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
+    # every setting is checked here, before any data is prepared or any step is trained
+    with config_errors("data"):
+        datamodule = instantiate(cfg.data)
+    with config_errors("model"):
+        module = build_module(cfg)
+    with config_errors("callbacks"):
+        callbacks = instantiate_group(cfg.get("callbacks"))
+    with config_errors("logger"):
+        loggers = instantiate_group(cfg.get("logger"))
 
     max_steps = cfg.trainer.get("max_steps", -1)
     interval = cfg.trainer.get("val_check_interval")
     if isinstance(interval, int) and max_steps and 0 < max_steps < interval:
         with open_dict(cfg):
             cfg.trainer.val_check_interval = max_steps  # validate at least once
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    with config_errors("trainer"):
+        trainer: L.Trainer = instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers or False
+        )
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
         logger.log_hyperparams(
-            {"config": resolved, "seed": cfg.seed, "versions": library_versions()}
+            {"config": resolved, "seed": cfg.seed, "versions": versions}
         )
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path is not None:
+        check_resumable(ckpt_path, cfg)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        ckpt_dir = output_dir / "checkpoints"
         # the final state, whatever the interval (full state, so it can be resumed)
         trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
 
@@ -242,6 +270,8 @@ def train(cfg: DictConfig) -> float:
             "checkpoint": test_ckpt,
             "best_val_snr": best_score,
             "global_step": trainer.global_step,
+            "seed": cfg.seed,
+            "versions": versions,
         }
         if trainer.world_size > 1:
             # Test on one device: a distributed test would pad the file list (counting some

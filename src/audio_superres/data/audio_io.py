@@ -7,11 +7,13 @@ Everything inside the package works on float32 arrays shaped `(channels, frames)
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from audio_superres.errors import UserFacingError
 from audio_superres.utils import atomic_path
 
 __all__ = ["AudioFileError", "read_audio", "to_mono", "trim_silence", "write_audio"]
@@ -22,7 +24,7 @@ _SUBTYPES = {".wav": "FLOAT", ".flac": "PCM_24", ".ogg": "VORBIS"}
 _FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 
 
-class AudioFileError(ValueError):
+class AudioFileError(UserFacingError, ValueError):
     """An audio file that cannot be used: unreadable, corrupt, empty or with non-finite samples."""
 
 
@@ -36,14 +38,38 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise AudioFileError(f"{path}: file not found")
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            _check_not_truncated(path, f.extra_info)
+            data = f.read(dtype="float32", always_2d=True)
+            sr = f.samplerate
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError) as e:
+        if isinstance(e, AudioFileError):
+            raise
         raise AudioFileError(f"{path}: cannot decode audio ({e})") from e
     if data.shape[0] == 0:
         raise AudioFileError(f"{path}: contains no audio frames")
     if not np.isfinite(data).all():
         raise AudioFileError(f"{path}: contains non-finite samples (NaN or inf)")
     return np.ascontiguousarray(data.T), int(sr)
+
+
+# libsndfile's log line for a WAV/AIFF whose header promises more audio than the file holds
+_TRUNCATED = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
+# sizes that streaming writers put in the header when they cannot know the length
+_UNKNOWN_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFF - 8}
+
+
+def _check_not_truncated(path: Path, log: str) -> None:
+    """A WAV cut short (a killed copy, a partial download) decodes without any error, just
+    shorter: refuse it, so that half a file never silently enters a corpus."""
+    found = _TRUNCATED.search(log or "")
+    if found:
+        declared, present = int(found.group(1)), int(found.group(2))
+        if present < declared and declared not in _UNKNOWN_SIZES:
+            raise AudioFileError(
+                f"{path}: truncated file (the header declares {declared} bytes of audio, "
+                f"the file holds {present})"
+            )
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:

@@ -36,14 +36,15 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
 import numpy as np
 
 from audio_superres.data.audio_io import AudioFileError, read_audio, to_mono, trim_silence
 from audio_superres.data.corpora import Corpus
 from audio_superres.dsp.resample import resample_audio
-from audio_superres.utils import atomic_write_json, atomic_write_text
+from audio_superres.errors import ConfigError, DataError
+from audio_superres.utils import atomic_write_json, atomic_write_text, output_error
 
 __all__ = [
     "BAD_FILE_POLICIES",
@@ -107,7 +108,7 @@ class CachedCorpus:
             total = sum(e.length for e in self.entries)
             file = self.path / _AUDIO
             if file.stat().st_size != total * _DTYPE.itemsize:
-                raise ValueError(
+                raise DataError(
                     f"{file}: holds {file.stat().st_size} bytes, the manifest expects "
                     f"{total * _DTYPE.itemsize}; delete {self.path} to rebuild the cache"
                 )
@@ -143,7 +144,7 @@ class CachedCorpus:
             entries = [CacheEntry(**e) for e in manifest["entries"]]
             sample_rate = int(manifest["sample_rate"])
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(
+            raise DataError(
                 f"{path / _MANIFEST}: unreadable cache manifest ({e}); delete {path} to rebuild"
             ) from e
         cached = cls(Path(root), path, entries, sample_rate, manifest.get("settings", {}))
@@ -338,10 +339,10 @@ def build_cache(
     from their own rate.
     """
     if int(sample_rate) <= 0:
-        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        raise ConfigError(f"sample_rate must be positive, got {sample_rate}")
     policy = on_bad_file or getattr(corpus, "on_bad_file", None) or "error"
     if policy not in BAD_FILE_POLICIES:
-        raise ValueError(f"on_bad_file must be one of {BAD_FILE_POLICIES}, got {policy!r}")
+        raise ConfigError(f"on_bad_file must be one of {BAD_FILE_POLICIES}, got {policy!r}")
     cache_dir = Path(cache_dir)
     files = _file_list(corpus)
     trim = bool(getattr(corpus, "trim_silence", False))
@@ -352,7 +353,10 @@ def build_cache(
         return built
 
     partial = cache_dir / f".{final.name}.partial"
-    handle = _lock(partial)  # waits while another process builds this same cache
+    try:
+        handle = _lock(partial)  # waits while another process builds this same cache
+    except OSError as exc:
+        _raise_output_error(cache_dir, exc)
     assert handle is not None
     try:
         if (built := _load_if_built(final, corpus)) is not None:
@@ -362,10 +366,17 @@ def build_cache(
         _remove_superseded(cache_dir, prefix, partial)
         os.chmod(partial, 0o755)
         t0 = time.monotonic()
-        entries, skipped, resumed = _write_audio(
-            corpus, files, sample_rate, trim, partial, num_workers, policy == "skip", progress
-        )
+        try:
+            entries, skipped, resumed = _write_audio(
+                corpus, files, sample_rate, trim, partial, num_workers, policy == "skip", progress
+            )
+        except OSError as exc:  # reading errors are AudioFileErrors: this is the cache's disk
+            _raise_output_error(partial, exc)
         hours = sum(e.length for e in entries) / sample_rate / 3600
+        # recorded below the corpus rate: resampled up, so their top band is empty
+        upsampled = [
+            {"path": e.path, "orig_sr": e.orig_sr} for e in entries if e.orig_sr < sample_rate
+        ]
         settings = {
             "version": CACHE_VERSION,
             "corpus": corpus.name,
@@ -382,6 +393,7 @@ def build_cache(
                 "files": len(files),
                 "prepared": len(entries),
                 "skipped": skipped,
+                "below_sample_rate": upsampled,
                 "hours": round(hours, 4),
                 "resumed_after_files": resumed,
                 "seconds": round(time.monotonic() - t0, 2),
@@ -403,6 +415,14 @@ def build_cache(
     finally:
         _unlock(handle)
     (final / _LOCK).unlink(missing_ok=True)
+    if upsampled:
+        shown = ", ".join(f"{u['path']} ({u['orig_sr']} Hz)" for u in upsampled[:3])
+        warnings.warn(
+            f"{corpus.root}: {len(upsampled)} file(s) recorded below {sample_rate} Hz were "
+            f"resampled up and hold nothing above half their own rate (listed in "
+            f"{final / _REPORT}): {shown}{' ...' if len(upsampled) > 3 else ''}",
+            stacklevel=2,
+        )
     if skipped:
         shown = "; ".join(s["reason"] for s in skipped[:3])
         warnings.warn(
@@ -411,6 +431,15 @@ def build_cache(
             stacklevel=2,
         )
     return CachedCorpus.load(final, corpus.root)
+
+
+def _raise_output_error(path: Path, exc: OSError) -> NoReturn:
+    """Disk full or read-only while building: one line naming the folder (what was written
+    so far stays, and the next run resumes from it)."""
+    err = output_error(path, exc)
+    if err is exc:
+        raise exc
+    raise err from exc
 
 
 def _read_log(

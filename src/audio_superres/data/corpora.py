@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from audio_superres.errors import DataError, PathNotFoundError
+
 __all__ = [
     "ALL_SPEAKERS",
     "SPLIT_NAMES",
@@ -108,9 +110,9 @@ class Corpus(ABC):
     def prepare(self) -> None:
         """Check that the root folder exists (subclasses may build it here)."""
         if not self.root.exists():
-            raise FileNotFoundError(f"{self.root}: corpus folder does not exist")
+            raise PathNotFoundError(f"{self.root}: corpus folder does not exist")
         if not self.root.is_dir():
-            raise NotADirectoryError(f"{self.root}: corpus root is not a directory")
+            raise DataError(f"{self.root}: corpus root is not a directory")
 
     @abstractmethod
     def files(self) -> list[AudioFile]:
@@ -133,7 +135,7 @@ class Corpus(ABC):
         found = sorted({f.speaker for f in files})
         unknown = sorted(set(self.test_speakers) - set(found))
         if unknown:
-            raise ValueError(
+            raise DataError(
                 f"{self.root}: held-out speaker(s) {unknown} not found; speakers found: {found}"
             )
         held = set(self.test_speakers)
@@ -195,7 +197,7 @@ class FolderCorpus(Corpus):
                 out.append(AudioFile(entry, root_speaker))
         if not out:
             exts = ", ".join(f".{e}" for e in self.extensions)
-            raise ValueError(f"{self.root}: no audio files found (looked for {exts}, recursively)")
+            raise DataError(f"{self.root}: no audio files found (looked for {exts}, recursively)")
         out.sort(key=lambda f: (f.speaker, self.relative(f.path)))
         return out
 

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from audio_superres.data.cache import CachedCorpus, build_cache
 from audio_superres.data.corpora import AudioFile, Corpus
+from audio_superres.errors import ConfigError, DataError
 
 __all__ = ["PatchDataset", "SuperResDataModule", "UtteranceDataset", "collate_utterances"]
 
@@ -40,7 +41,7 @@ class PatchDataset(Dataset):
         usable = [i for i in indices if cache.entries[i].length >= self.patch_len]
         if not usable:
             longest = max((cache.entries[i].length for i in indices), default=0)
-            raise ValueError(
+            raise DataError(
                 f"{cache.root}: no training utterance is at least patch_len={self.patch_len} "
                 f"samples long (longest: {longest}); lower data.patch_len"
             )
@@ -130,13 +131,13 @@ class SuperResDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if int(ratio) < 1:
-            raise ValueError(f"ratio must be a positive integer, got {ratio}")
+            raise ConfigError(f"ratio must be a positive integer, got {ratio}")
         self.ratio = int(ratio)
         self.patch_len = int(patch_len) - int(patch_len) % self.ratio
         if self.patch_len < self.ratio:
-            raise ValueError(f"patch_len={patch_len} is shorter than one low-res sample (ratio)")
+            raise ConfigError(f"patch_len={patch_len} is shorter than one low-res sample (ratio)")
         if batch_size < 1 or patches_per_epoch < batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"need 1 <= batch_size <= patches_per_epoch, got {batch_size}, {patches_per_epoch}"
             )
         if root is None:
@@ -211,7 +212,7 @@ class SuperResDataModule(L.LightningDataModule):
             self.cache = cache
         if stage in (None, "fit") and self._train_set is None:
             if not self.train_indices:
-                raise ValueError(
+                raise DataError(
                     f"{self.corpus.root}: no training files (test_speakers="
                     f"{self.corpus.test_speakers!r} holds out every speaker); "
                     "test_speakers='*' is for evaluation only"

@@ -31,6 +31,7 @@ import numpy as np
 from audio_superres.data.audio_io import read_audio, to_mono, trim_silence, write_audio
 from audio_superres.data.cache import make_build_dir, ordered_map
 from audio_superres.data.corpora import FolderCorpus
+from audio_superres.errors import UserFacingError
 from audio_superres.utils import atomic_write_json
 
 __all__ = [
@@ -91,7 +92,7 @@ DEMO_PIANO_TEST_PIECES = ("schumann_clara_op1_3", "mozart_k545_1")
 polonaises) and one that is not (Mozart), so the score shows both kinds of generalisation."""
 
 
-class DemoPianoMissingError(RuntimeError):
+class DemoPianoMissingError(UserFacingError, RuntimeError):
     """music21, fluidsynth or the soundfont is not installed."""
 
 

@@ -40,6 +40,7 @@ from audio_superres.data.audio_io import (
 from audio_superres.data.cache import make_build_dir, ordered_map
 from audio_superres.data.corpora import FolderCorpus
 from audio_superres.dsp.resample import resample_audio
+from audio_superres.errors import UserFacingError
 from audio_superres.utils import atomic_write_json
 
 __all__ = [
@@ -89,7 +90,7 @@ _AUDIO_EXTS = (".wav", ".ogg", ".opus")
 _MANIFEST = "manifest.json"
 
 
-class DemoDataMissingError(FileNotFoundError):
+class DemoDataMissingError(UserFacingError, FileNotFoundError):
     """The Debian packages that hold the demo recordings are not installed."""
 
 

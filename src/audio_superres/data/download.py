@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from audio_superres.errors import UserFacingError
 from audio_superres.utils import atomic_write_json
 
 __all__ = [
@@ -55,7 +56,7 @@ CHUNK = 1 << 20
 HASHES = ("sha256", "sha1", "md5")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserFacingError, RuntimeError):
     """A download that could not be completed; the message says what to do."""
 
 
@@ -63,7 +64,7 @@ class ChecksumError(DownloadError):
     """The downloaded bytes are not the registered ones (the bad file has been deleted)."""
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(UserFacingError, ValueError):
     """An archive member that would be written, or link, outside the extraction folder."""
 
 

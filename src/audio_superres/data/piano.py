@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from audio_superres.data.corpora import ALL_SPEAKERS, AudioFile, Corpus, Split, check_split
+from audio_superres.errors import DataError
 
 __all__ = ["AUDIO_EXTENSIONS", "SPLIT_FRACTIONS", "PianoCorpus", "split_by_name"]
 
@@ -115,11 +116,11 @@ class PianoCorpus(Corpus):
         found = self._scan()
         if not found:
             exts = ", ".join(f".{e}" for e in self.extensions)
-            raise ValueError(f"{self.root}: no audio files found (looked for {exts}, recursively)")
+            raise DataError(f"{self.root}: no audio files found (looked for {exts}, recursively)")
         out = [AudioFile(p, self.recording(p)) for p in found]
         dupes = sorted(n for n, k in Counter(f.speaker for f in out).items() if k > 1)
         if dupes:
-            raise ValueError(
+            raise DataError(
                 f"{self.root}: recordings {dupes[:5]} exist in several formats; keep one each"
             )
         out.sort(key=lambda f: (f.speaker, self.relative(f.path)))

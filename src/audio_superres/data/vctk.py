@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audio_superres.data.corpora import ALL_SPEAKERS, AudioFile, Corpus, Split, check_split
+from audio_superres.errors import UserFacingError
 
 __all__ = [
     "MULTI_HELD_OUT",
@@ -83,11 +84,11 @@ _UTTERANCE = re.compile(r"^(?P<speaker>[ps]\d+)_(?P<number>\d+)(?:_(?P<mic>mic[1
 _AUDIO_DIRS = {"0.80": "wav48", "0.92": "wav48_silence_trimmed"}
 
 
-class VCTKLayoutError(FileNotFoundError):
+class VCTKLayoutError(UserFacingError, FileNotFoundError):
     """No VCTK tree (or two releases, ambiguously) under the given root."""
 
 
-class VCTKSplitError(ValueError):
+class VCTKSplitError(UserFacingError, ValueError):
     """The files on disk do not give the documented split (a speaker or utterance is missing)."""
 
 

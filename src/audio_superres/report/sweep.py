@@ -394,6 +394,9 @@ class SweepSummaryCallback(_HydraCallback):
                 f"not complete (job {', '.join(summary['failed'])}); see {summary['markdown']}",
                 file=sys.stderr,
             )
+            # after the summary: the multirun exits non-zero so scripts and CI see the failure
+            # (SystemExit is not an Exception, so Hydra's callback guard lets it through)
+            raise SystemExit(1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
