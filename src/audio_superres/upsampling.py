@@ -14,6 +14,7 @@ model's rate, written atomically, mirroring the input tree. `report=true` adds t
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,7 +264,10 @@ def upsample(cfg: DictConfig) -> Path:
     bar = tqdm(pairs, unit="file", disable=not cfg.get("progress", True) or len(pairs) == 1)
     for path, out in bar:
         bar.set_postfix_str(path.name)
+        t0 = time.perf_counter()
         item = up.upsample_file(path, out, kind)
+        item["wall_s"] = time.perf_counter() - t0
+        log.info("%s: %.1f s of audio in %.2f s", path, item["seconds"], item["wall_s"])
         item["rel"] = path.relative_to(src) if src.is_dir() else Path(path.name)
         done.append(item)
     if cfg.get("report", False):
