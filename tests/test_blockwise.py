@@ -45,7 +45,7 @@ def snr_db(pred: np.ndarray, ref: np.ndarray) -> float:
 def speech() -> tuple[np.ndarray, int]:
     """Real speech, two channels (the second one delayed and quieter), 16 kHz."""
     x, sr = read_audio(SHARED / "data" / "vctk_test_clips" / "hr" / "clip2.wav")
-    x = resample_audio(x[:1], sr, 16000)[0, : 3 * 16000]
+    x = resample_audio(x[:1], sr, 16000)[0, : 2 * 16000]
     return np.stack([x, 0.5 * np.roll(x, 777)]), 16000
 
 

@@ -172,10 +172,10 @@ def test_tfilm_chunks_follow_its_block_grid():
     torch.nn.init.normal_(model.final.weight, std=0.3)
     model.eval()
     assert model.chunk_alignment == 64 and model.multiple == 16
-    lr = speech_lr(3.0)
+    lr = speech_lr(2.0)
     with torch.inference_mode():
         whole = model(lr[None])[0].numpy()
-    kw = {"chunk": 1500, "overlap": 500, "batch_size": 4, "device": "cpu"}
+    kw = {"chunk": 1500, "overlap": 500, "batch_size": 16, "device": "cpu"}
     aligned = super_resolve(model, lr, RATIO, **kw).numpy()
     assert snr_db(aligned, whole) > 40
     strided = super_resolve(model, lr, RATIO, align_hr=model.multiple, **kw).numpy()
