@@ -38,7 +38,9 @@ demo: setup
 	@if [ -d $(VCTK_CLIPS) ]; then \
 	  echo "Real-world check on the five VCTK test clips ($(VCTK_CLIPS)):"; \
 	  $(PY) evaluate.py ckpt_path=$(DEMO_DIR)/checkpoints/best.ckpt data=folder \
-	    data.root=$(VCTK_CLIPS) data.test_speakers='*' hydra.run.dir=$(DEMO_DIR)/eval_vctk; fi
+	    data.root=$(VCTK_CLIPS) data.test_speakers='*' hydra.run.dir=$(DEMO_DIR)/eval_vctk; \
+	  echo "Samples page (VCTK clips): $(DEMO_DIR)/eval_vctk/report/index.html"; fi
+	@echo "Samples page: $(DEMO_DIR)/eval/report/index.html"
 	@echo "Run directory: $(DEMO_DIR)"
 
 # Piano demo: keyboard pieces of the music21 corpus rendered offline, trained ~15 min on CPU.
