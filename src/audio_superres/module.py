@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from audio_superres.checkpoint import instantiate_trusted
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec, crop_to_multiple, make_lowres
-from audio_superres.metrics import SuperResMetrics, compute_metrics
+from audio_superres.metrics import SuperResMetrics, compute_metrics_many
 
 METRIC_KEYS = ("snr", "lsd", "lsd_hf", "lsd_paper")
 DEFAULT_LOSS = {"_target_": "audio_superres.losses.RMSELoss"}
@@ -128,13 +128,15 @@ class SuperResolutionModule(L.LightningModule):
     # ---- evaluation -----------------------------------------------------------------------
     def _eval_step(
         self, batch: Mapping[str, Any], stage: str
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, dict[str, Tensor]]]:
+        """Model and cubic on one batch; every metric from one STFT per signal (shared HR)."""
         hr, lr = self.make_inputs(batch["hr"])
         pred = self.super_resolve(lr)
         cubic = self.cubic(lr)
-        self.metrics[f"{stage}_model"].update(pred, hr)
-        self.metrics[f"{stage}_cubic"].update(cubic, hr)
-        return hr, lr, cubic, pred
+        values = compute_metrics_many({"model": pred, "cubic": cubic}, hr, self.ratio)
+        self.metrics[f"{stage}_model"].update_values(values["model"])
+        self.metrics[f"{stage}_cubic"].update_values(values["cubic"])
+        return hr, lr, cubic, pred, values
 
     def _keep_example(self, batch: Mapping[str, Any], hr, lr, cubic, pred) -> dict[str, Any]:
         as_np = lambda t: t[0].detach().float().cpu().numpy()  # noqa: E731
@@ -148,7 +150,7 @@ class SuperResolutionModule(L.LightningModule):
         }
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        hr, lr, cubic, pred = self._eval_step(batch, "val")
+        hr, lr, cubic, pred, _ = self._eval_step(batch, "val")
         if batch_idx < self.n_log_examples and not self.trainer.sanity_checking:
             self._examples.append(self._keep_example(batch, hr, lr, cubic, pred))
 
@@ -175,9 +177,8 @@ class SuperResolutionModule(L.LightningModule):
         self.test_rows, self.test_examples, self.test_summary = [], [], {}
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        hr, lr, cubic, pred = self._eval_step(batch, "test")
-        m = compute_metrics(pred, hr, self.ratio)
-        c = compute_metrics(cubic, hr, self.ratio)
+        hr, lr, cubic, pred, values = self._eval_step(batch, "test")
+        m, c = values["model"], values["cubic"]
         row: dict[str, Any] = {
             "name": batch["name"][0],
             "speaker": batch["speaker"][0],
