@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audio_superres.checkpoint import CheckpointError, instantiate_trusted, load_checkpoint
 from audio_superres.module import SuperResolutionModule
+from audio_superres.report.page import evaluation_page
 from audio_superres.report.results import format_table, write_results
 from audio_superres.training import _finish_wandb, instantiate_group, single_lightning_log
 
@@ -86,6 +87,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     module, data_cfg = build_for_evaluation(cfg)
+    module.inference = dict(_plain(cfg.get("inference")) or {})  # evaluation = inference.py
     datamodule = instantiate_trusted(data_cfg, "data")
 
     device = cfg.get("device", "auto")
@@ -118,6 +120,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     path = write_results(
         output_dir, module.test_summary, module.test_rows, module.test_examples, meta
     )
+    evaluation_page(output_dir, module.test_summary, module.test_rows, module.test_examples, meta)
     print(format_table(module.test_summary))
     print(path)
     return {"metrics_path": str(path), **module.test_summary}

@@ -78,6 +78,8 @@ class SuperResolutionModule(L.LightningModule):
             }
         )
         self.n_log_examples = n_log_examples
+        # chunked-inference settings for super_resolve (not a hyperparameter: set by evaluate.py)
+        self.inference: dict[str, Any] | None = None
         self._examples: list[dict[str, Any]] = []
         self.test_rows: list[dict[str, Any]] = []
         self.test_examples: list[dict[str, Any]] = []
@@ -93,8 +95,16 @@ class SuperResolutionModule(L.LightningModule):
         return self.model(lr)
 
     def super_resolve(self, lr: Tensor) -> Tensor:
-        """Super-resolve whole utterances `(B, m)`; models may override how (e.g. patch-wise)."""
-        return self.model(lr)
+        """Super-resolve whole utterances `(B, m)`.
+
+        With `self.inference` set (keyword arguments of `audio_superres.inference.super_resolve`,
+        as evaluate.py does) this is the chunked inference path users get from upsample.py.
+        """
+        if self.inference is None:
+            return self.model(lr)
+        from audio_superres.inference import super_resolve
+
+        return super_resolve(self.model, lr, self.ratio, device=lr.device, **self.inference)
 
     # ---- training -------------------------------------------------------------------------
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:

@@ -1,0 +1,17 @@
+"""Super-resolve recordings: `python upsample.py ckpt_path=CKPT input=FILE_OR_DIR output=DIR`."""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="upsample")
+def main(cfg: DictConfig) -> None:
+    from audio_superres.training import single_lightning_log
+    from audio_superres.upsampling import upsample
+
+    single_lightning_log()
+    upsample(cfg)
+
+
+if __name__ == "__main__":
+    main()
