@@ -44,6 +44,7 @@ class SuperResolutionModule(L.LightningModule):
         optim: Mapping[str, Any] | None = None,
         n_log_examples: int = 3,
         data_config: Mapping[str, Any] | None = None,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         self.ratio = int(ratio)
@@ -78,6 +79,13 @@ class SuperResolutionModule(L.LightningModule):
             }
         )
         self.n_log_examples = n_log_examples
+        # a speed setting, not a hyperparameter: the checkpoint stores the plain model's weights
+        if not isinstance(compile, (bool, str)) or compile == "":
+            raise ValueError(
+                f"compile must be true, false or a torch.compile backend name, got {compile!r}"
+            )
+        self.compile_model = compile
+        object.__setattr__(self, "_compiled_model", None)  # not a submodule: same state_dict
         # chunked-inference settings for super_resolve (not a hyperparameter: set by evaluate.py)
         self.inference: dict[str, Any] | None = None
         self._examples: list[dict[str, Any]] = []
@@ -107,9 +115,26 @@ class SuperResolutionModule(L.LightningModule):
         return super_resolve(self.model, lr, self.ratio, device=lr.device, **self.inference)
 
     # ---- training -------------------------------------------------------------------------
+    @property
+    def train_model(self) -> nn.Module:
+        """The model the training step runs: `torch.compile`d when `compile` is set.
+
+        Training patches have one fixed shape, so one compilation serves the whole run;
+        evaluation (whole files of every length) runs the plain model, which shares the weights.
+        `compile: true` uses the default backend (inductor; needs a C compiler on CPU), a string
+        names the backend.
+        """
+        if not self.compile_model:
+            return self.model
+        if self._compiled_model is None:
+            backend = self.compile_model
+            kwargs = {"backend": backend} if isinstance(backend, str) else {}
+            object.__setattr__(self, "_compiled_model", torch.compile(self.model, **kwargs))
+        return self._compiled_model
+
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         hr, lr = self.make_inputs(batch)
-        loss = self.loss_fn(self.model(lr), hr)
+        loss = self.loss_fn(self.train_model(lr), hr)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
