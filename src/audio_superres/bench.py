@@ -187,6 +187,7 @@ def model_throughput(
     steps: int,
     precision: str = "32",
     compile_model: bool = False,
+    fused_adam: bool = True,
     lowpass: str = "chebyshev",
 ) -> dict[str, float]:
     """Training-step and inference throughput of one model; returns audio seconds per second."""
@@ -197,7 +198,7 @@ def model_throughput(
     gflop_fwd = forward_gflop_per_audio_second(name)
     model = build_model(name).to(device)
     run = torch.compile(model) if compile_model else model
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused_adam or None)
     loss_fn = RMSELoss()
     patch_len -= patch_len % RATIO
     hr = 0.1 * torch.randn(batch_size, patch_len, device=device)
@@ -205,7 +206,8 @@ def model_throughput(
     peak_key = "conv1d_bf16_gflops" if precision == "bf16" else "conv1d_fp32_gflops"
     peak_gflops = (peak or {}).get(peak_key)
     settings = {"model": name, "batch_size": batch_size, "patch_len": patch_len, "ratio": RATIO,
-                "precision": precision, "compile": compile_model, "steps": steps,
+                "precision": precision, "compile": compile_model, "fused_adam": fused_adam,
+                "steps": steps,
                 "forward_gflop_per_audio_s": round(gflop_fwd, 2), **_context(device)}
 
     def train_step() -> None:
@@ -414,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", choices=["32", "bf16"], default="32")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--no-fused-adam", action="store_true", help="torch's per-op Adam loop")
     parser.add_argument("--batch-size", type=int, default=None, help="default: per model")
     parser.add_argument("--patch-len", type=int, default=None, help="HR samples (8192)")
     parser.add_argument("--steps", type=int, default=None, help="timed repeats (best of)")
@@ -442,7 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch = args.batch_size or default_batch(name, device, quick)
             rates = model_throughput(name, device, peak, batch_size=batch, patch_len=patch_len,
                                      steps=steps, precision=args.precision,
-                                     compile_model=args.compile)
+                                     compile_model=args.compile,
+                                     fused_adam=not args.no_fused_adam)
             trained[name] = (batch, rates["train"])
     if "loader" in what:
         batch = args.batch_size or 16
