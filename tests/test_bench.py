@@ -31,6 +31,7 @@ def _finite_positive(record: dict, *keys: str) -> None:
 def test_peak_model_loader_figures(tmp_path: Path, tiny_corpus: Path, capsys) -> None:
     args = ["peak", "model", "loader", "--quick", "--models", "audiounet_small",
             "--batch-size", "1", "--patch-len", "1024", "--loader-batches", "3",
+            "--spec-peak-tflops", "1",
             "--data-root", str(tiny_corpus), "--cache-dir", str(tmp_path / "cache")]
     assert bench.main(args) == 0
     rec = _records(capsys)
@@ -40,7 +41,8 @@ def test_peak_model_loader_figures(tmp_path: Path, tiny_corpus: Path, capsys) ->
     for figure in ("train_throughput", "infer_throughput"):
         (r,) = rec[figure]
         assert r["model"] == "audiounet_small" and r["batch_size"] == 1 and r["patch_len"] == 1024
-        _finite_positive(r, "audio_s_per_s", "achieved_gflops", "ratio_to_conv1d_peak")
+        _finite_positive(r, "audio_s_per_s", "achieved_gflops", "ratio_to_conv1d_peak", "mfu")
+        assert r["mfu"] == pytest.approx(r["achieved_gflops"] / 1000, abs=1e-4)
         assert r["peak_conv1d_gflops"] == peak["conv1d_fp32_gflops"]
         # the FLOP count comes from the layers, not a constant
         assert r["forward_gflop_per_audio_s"] == pytest.approx(

@@ -3,6 +3,7 @@
     python -m audio_superres.bench [peak] [model] [loader] [infer] [prepare] [--quick]
         [--models audiounet audiounet_small tfilm] [--device auto|cpu|cuda] [--precision 32|bf16]
         [--compile] [--batch-size B] [--patch-len N] [--steps S] [--workers W]
+        [--spec-peak-tflops T]
 
 - `peak`: the machine's measured limit in this run: fp32 matmul GFLOP/s and the best conv1d
   GFLOP/s over shapes of the paper U-Net's heavy layers (bf16 too on a GPU). Every throughput
@@ -126,6 +127,7 @@ def machine_peak(device: torch.device, quick: bool = False, repeats: int = 3) ->
                 2 * n**3 / best_time(lambda a=a, b=b: a @ b, repeats, device) / 1e9, 1)
             per_shape = {}
             for batch, cin, cout, k, length in shapes:
+                batch *= 32 if device.type == "cuda" else 1  # enough work to fill a GPU
                 conv = nn.Conv1d(cin, cout, k, padding=k // 2).to(device, dtype)
                 x = torch.randn(batch, cin, length, device=device, dtype=dtype)
                 flops = 2 * batch * length * cin * cout * k
@@ -188,6 +190,7 @@ def model_throughput(
     precision: str = "32",
     compile_model: bool = False,
     fused_adam: bool = True,
+    spec_peak_tflops: float | None = None,
     lowpass: str = "chebyshev",
 ) -> dict[str, float]:
     """Training-step and inference throughput of one model; returns audio seconds per second."""
@@ -236,6 +239,9 @@ def model_throughput(
         if peak_gflops:
             record["peak_conv1d_gflops"] = peak_gflops
             record["ratio_to_conv1d_peak"] = round(gflops / peak_gflops, 3)
+        if spec_peak_tflops:  # model FLOP utilisation against the vendor's dense peak
+            record["spec_peak_tflops"] = spec_peak_tflops
+            record["mfu"] = round(gflops / (1000 * spec_peak_tflops), 4)
         emit(record)
         rates[kind] = audio_rate
     return rates
@@ -417,6 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["32", "bf16"], default="32")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--no-fused-adam", action="store_true", help="torch's per-op Adam loop")
+    parser.add_argument("--spec-peak-tflops", type=float, default=None,
+                        help="vendor peak for MFU, e.g. 989 (H100 SXM dense bf16)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: per model")
     parser.add_argument("--patch-len", type=int, default=None, help="HR samples (8192)")
     parser.add_argument("--steps", type=int, default=None, help="timed repeats (best of)")
@@ -446,7 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rates = model_throughput(name, device, peak, batch_size=batch, patch_len=patch_len,
                                      steps=steps, precision=args.precision,
                                      compile_model=args.compile,
-                                     fused_adam=not args.no_fused_adam)
+                                     fused_adam=not args.no_fused_adam,
+                                     spec_peak_tflops=args.spec_peak_tflops)
             trained[name] = (batch, rates["train"])
     if "loader" in what:
         batch = args.batch_size or 16
