@@ -5,8 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages: the demo speech corpus (real recorded speech), the piano demo (fluidsynth renders
-# music21 scores with the FluidR3 General MIDI soundfont), and later browser tests.
-APT_PACKAGES := klettres-data ktuberling-data fluidsynth fluid-soundfont-gm
+# music21 scores with the FluidR3 General MIDI soundfont), and headless Chromium for the samples-page test.
+APT_PACKAGES := klettres-data ktuberling-data fluidsynth fluid-soundfont-gm chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VCTK_CLIPS := ../shared/data/vctk_test_clips/hr
 NOW := $(shell date +%Y-%m-%d_%H-%M-%S)
@@ -65,10 +65,10 @@ data-piano: $(STAMP)
 	$(PY) -m audio_superres.data.download piano --dest data/piano
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests train.py evaluate.py
+	$(VENV)/bin/ruff check src tests train.py evaluate.py upsample.py
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests train.py evaluate.py
+	$(VENV)/bin/ruff format src tests train.py evaluate.py upsample.py
 
 test: setup lint
 	$(PY) -m pytest -q

@@ -93,6 +93,7 @@ def test_train_then_evaluate(tiny_corpus, tmp_path):
     assert {r["speaker"] for r in rows} == {"spk2"}
     wavs = sorted(p.name for p in (eval_dir / "examples").glob("*.wav"))
     assert any(w.endswith("_sr.wav") for w in wavs) and any(w.endswith("_lr.wav") for w in wavs)
+    assert "Super Resolution" in (eval_dir / "report" / "index.html").read_text()
 
     # a checkpoint of another ratio is refused with a message naming it
     bad = subprocess.run(
@@ -187,4 +188,6 @@ def test_cubic_on_real_vctk_clips_matches_the_reference(tmp_path):
         assert metrics["cubic"]["snr"] == pytest.approx(snr, abs=0.05)
         assert metrics["cubic"]["lsd"] == pytest.approx(lsd, abs=0.01)
         assert metrics["cubic"]["lsd_hf"] == pytest.approx(lsd_hf, abs=0.01)
-        assert metrics["model"] == metrics["cubic"]
+        # the model goes through chunked inference (inference.py): equal to float precision
+        for key, value in metrics["cubic"].items():
+            assert metrics["model"][key] == pytest.approx(value, abs=1e-3)

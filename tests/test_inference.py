@@ -17,7 +17,7 @@ from audio_superres.inference import (
     super_resolve,
     super_resolve_stream,
 )
-from audio_superres.models import AudioUNet
+from audio_superres.models import AudioUNet, TFiLMUNet
 
 from .conftest import SHARED
 
@@ -154,3 +154,29 @@ def test_cuda_bf16_matches_cpu():
     cpu = super_resolve(model, lr, RATIO, chunk=1024, overlap=256, device="cpu")
     gpu = super_resolve(model, lr, RATIO, chunk=1024, overlap=256, device="cuda")
     assert snr_db(gpu.numpy(), cpu.numpy()) > 25  # bf16 autocast
+
+
+def test_tfilm_chunks_follow_its_block_grid():
+    """TFiLM pools time blocks (and its LSTM runs over them): chunk starts on the block grid
+    (`chunk_alignment`) keep chunked output equal to whole-file output; on the conv stride grid
+    alone, blocks straddle chunk starts and the output differs."""
+    torch.manual_seed(0)
+    model = TFiLMUNet(
+        RATIO,
+        filters=[8, 8, 8],
+        kernels=[9, 9, 9],
+        bottleneck_filters=8,
+        dropout=0.0,
+        block_sizes=32,
+    )
+    torch.nn.init.normal_(model.final.weight, std=0.3)
+    model.eval()
+    assert model.chunk_alignment == 64 and model.multiple == 16
+    lr = speech_lr(3.0)
+    with torch.inference_mode():
+        whole = model(lr[None])[0].numpy()
+    kw = {"chunk": 1500, "overlap": 500, "batch_size": 4, "device": "cpu"}
+    aligned = super_resolve(model, lr, RATIO, **kw).numpy()
+    assert snr_db(aligned, whole) > 40
+    strided = super_resolve(model, lr, RATIO, align_hr=model.multiple, **kw).numpy()
+    assert snr_db(strided, whole) < snr_db(aligned, whole) - 10

@@ -27,10 +27,19 @@ def fake_evaluation(out: Path, n: int = 2) -> None:
         examples.append(
             {"name": name, "speaker": f"spk{i}", "hr": hr, "lr": hr[::4], "cubic": hr, "sr": hr}
         )
-        rows.append({"name": name, "speaker": f"spk{i}", "snr": 17.0 + i, "lsd": 2.1,
-                     "cubic_snr": 15.0, "cubic_lsd": 3.3})
+        rows.append(
+            {
+                "name": name,
+                "speaker": f"spk{i}",
+                "snr": 17.0 + i,
+                "lsd": 2.1,
+                "cubic_snr": 15.0,
+                "cubic_lsd": 3.3,
+            }
+        )
     summary = {
-        who: {"snr": 17.0, "lsd": 2.1, "lsd_hf": 2.5, "lsd_paper": 1.0} for who in ("model", "cubic")
+        who: {"snr": 17.0, "lsd": 2.1, "lsd_hf": 2.5, "lsd_paper": 1.0}
+        for who in ("model", "cubic")
     }
     summary["n_files"] = n
     evaluation_page(out, summary, rows, examples, {"ratio": 4, "sample_rate": 16000})
@@ -64,6 +73,7 @@ def test_broken_media_are_reported(tmp_path):
     next(report.glob("*.png")).write_bytes(b"not a png")
     page = report / "index.html"
     assert "Filter mismatch" not in page.read_text()  # no mismatch.csv, no table
-    broken = {(m["tag"], m["src"].rsplit("_", 1)[-1]) for m in check_media(page, tmp_path)
-              if not m["ok"]}
+    broken = {
+        (m["tag"], m["src"].rsplit("_", 1)[-1]) for m in check_media(page, tmp_path) if not m["ok"]
+    }
     assert broken == {("audio", "sr.wav"), ("img", "spectrogram.png")}

@@ -441,7 +441,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bench", action="store_true", help="measure memory, speed and seams")
     p.add_argument("--ckpt", help="checkpoint (default: an untrained demo-size AudioUNet)")
-    p.add_argument("--seconds", type=float, nargs="+", default=[30.0, 1800.0])
+    p.add_argument(
+        "--model",
+        help="instead of a checkpoint: a conf/model name (e.g. tfilm_small), randomly "
+        "initialised with its last conv scaled to std --final-std so the net, not its cubic "
+        "skip, shapes the output (as in tests/test_inference.py)",
+    )
+    p.add_argument("--final-std", type=float, default=0.3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seconds", type=float, nargs="*", default=[30.0, 1800.0])
     p.add_argument("--files", nargs="*", default=[], help="real recordings for the seam check")
     p.add_argument("--device", default="auto")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK)
@@ -466,6 +474,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         module.load_state_dict(ckpt["state_dict"])
         model, ratio, sr = module.model, module.ratio, module.sample_rate
         lowpass = hp["lowpass"]
+    elif args.model:
+        from hydra import compose, initialize_config_dir
+        from omegaconf import OmegaConf
+
+        from audio_superres.training import find_conf_dir
+
+        ratio, sr, lowpass = 4, 16000, "chebyshev"
+        with initialize_config_dir(config_dir=str(find_conf_dir()), version_base="1.3"):
+            cfg = compose("train", overrides=[f"model={args.model}", f"ratio={ratio}"])
+        torch.manual_seed(args.seed)
+        model = instantiate_trusted(OmegaConf.to_container(cfg.model, resolve=True))
+        final = getattr(model, "final", None)
+        if isinstance(final, nn.Conv1d):
+            nn.init.normal_(final.weight, std=args.final_std)
     else:
         ratio, sr, lowpass = 4, 16000, "chebyshev"
         model = instantiate_trusted(
@@ -480,7 +502,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     kw = {"chunk": args.chunk, "overlap": args.overlap, "batch_size": args.batch_size}
     if args.files:
         _bench_seams(model, ratio, sr, lowpass, args.files, **kw)
-    _bench_memory(model, ratio, sr // ratio, args.seconds, args.device, **kw)
+    if args.seconds:
+        _bench_memory(model, ratio, sr // ratio, args.seconds, args.device, **kw)
 
 
 if __name__ == "__main__":

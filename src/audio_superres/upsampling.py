@@ -1,10 +1,11 @@
 """What `python upsample.py` does: super-resolve real recordings with a trained checkpoint.
 
 `input_kind=lr` (default): each file IS the low-res signal. At the model's LR rate
-(`sample_rate / ratio`) it is streamed through `inference.super_resolve_stream` (bounded memory,
-any length); at another rate it is resampled first (in memory), with a warning.
-`input_kind=hr`: each file is a high-res recording degraded with the checkpoint's training
-filter first (`make_lowres`), to demonstrate the model on material with a known reference.
+(`sample_rate / ratio`) it is streamed straight through `inference.super_resolve_stream`; at
+another rate it is resampled first, with a warning. `input_kind=hr`: each file is a high-res
+recording degraded with the checkpoint's training filter first (`make_lowres`), to demonstrate
+the model on material with a known reference. Every path streams (`dsp.blockwise`: block-wise
+`resample_audio` / `make_lowres`), so memory does not depend on a file's length.
 
 Every channel is super-resolved separately; outputs are WAV (float32) or FLAC (24-bit) at the
 model's rate, written atomically, mirroring the input tree. `report=true` adds the samples page.
@@ -13,6 +14,7 @@ model's rate, written atomically, mirroring the input tree. `report=true` adds t
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +26,9 @@ import torch
 from omegaconf import DictConfig
 
 from audio_superres.checkpoint import load_checkpoint
-from audio_superres.data.audio_io import AudioFileError, read_audio, to_mono
+from audio_superres.data.audio_io import AudioFileError, to_mono
+from audio_superres.dsp.blockwise import FileReader, LowresReader, Reader, ResampledReader
 from audio_superres.dsp.cubic import CubicUpsample
-from audio_superres.dsp.lowpass import make_lowres
-from audio_superres.dsp.resample import resample_audio
 from audio_superres.evaluation import _settle
 from audio_superres.inference import resolve_device, super_resolve_stream
 from audio_superres.module import SuperResolutionModule
@@ -67,19 +68,6 @@ def find_inputs(src: Path, dst: Path, ext: str) -> list[tuple[Path, Path]]:
             raise ValueError(f"{p} and {seen[out]} would both be written to {out}: rename one")
         seen[out] = p
     return pairs
-
-
-class _ArrayReader:
-    """A reader over an in-memory `(C, n)` array, for the resampled / degraded paths."""
-
-    def __init__(self, x: np.ndarray) -> None:
-        self.x, self.pos = x, 0
-        self.channels, self.frames = x.shape
-
-    def read(self, frames: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
-        block = self.x[:, self.pos : self.pos + frames]
-        self.pos += block.shape[1]
-        return block.T.astype(dtype, copy=False)
 
 
 class _ClippingWriter:
@@ -137,45 +125,48 @@ class Upsampler:
             device=str(resolve_device(cfg.get("device", "auto"))),
         )
 
-    def _lowres_input(self, src: Path, kind: str) -> tuple[Any, str, np.ndarray | None]:
-        """A reader of the LR signal, how it was obtained, and the HR reference (hr inputs)."""
-        try:
-            info = sf.info(str(src))
-        except (sf.SoundFileError, RuntimeError, OSError) as e:
-            raise AudioFileError(f"{src}: cannot decode audio ({e})") from e
-        if kind == "lr" and info.samplerate == self.lr_rate:
-            return sf.SoundFile(str(src)), "low-res input", None
-        x, sr = read_audio(src)
+    def _hr_input(self, f: FileReader, warn: bool = True) -> tuple[Reader, str]:
+        """The HR signal at the model's rate (streamed resampling when the file's differs)."""
+        if f.samplerate == self.sample_rate:
+            return f, ""
+        (log.warning if warn else log.debug)(
+            "%s: sample rate %d Hz is not the model's rate %d Hz; resampling it first",
+            f.path,
+            f.samplerate,
+            self.sample_rate,
+        )
+        resampled = ResampledReader(f, f.samplerate, self.sample_rate)
+        return resampled, f" (resampled {f.samplerate} -> {self.sample_rate} Hz first)"
+
+    def _lowres_input(
+        self, src: Path, kind: str, warn: bool = True
+    ) -> tuple[Reader, str, FileReader]:
+        """A streaming reader of the LR signal, how it was obtained, and the open file.
+
+        Every path reads the file block by block: at the LR rate directly, otherwise through
+        block-wise `resample_audio` (`input_kind=lr`) or block-wise `make_lowres` after optional
+        resampling (`input_kind=hr`), so memory never depends on the file's length.
+        """
+        if kind not in ("lr", "hr"):
+            raise ValueError(f"input_kind must be 'lr' or 'hr', got {kind!r}")
+        f = FileReader(src)
         if kind == "lr":
-            log.warning(
+            if f.samplerate == self.lr_rate:
+                return f, "low-res input", f
+            (log.warning if warn else log.debug)(
                 "%s: sample rate %d Hz is not the model's low-res rate %d Hz (%d / %d); "
                 "resampling it first",
                 src,
-                sr,
+                f.samplerate,
                 self.lr_rate,
                 self.sample_rate,
                 self.ratio,
             )
-            lr = resample_audio(x, sr, self.lr_rate)
-            return _ArrayReader(lr), f"low-res input resampled {sr} -> {self.lr_rate} Hz", None
-        if kind != "hr":
-            raise ValueError(f"input_kind must be 'lr' or 'hr', got {kind!r}")
-        how = "high-res input degraded with the training filter"
-        if sr != self.sample_rate:
-            log.warning(
-                "%s: sample rate %d Hz is not the model's rate %d Hz; resampling it first",
-                src,
-                sr,
-                self.sample_rate,
-            )
-            x = resample_audio(x, sr, self.sample_rate)
-            how += f" (resampled {sr} -> {self.sample_rate} Hz first)"
-        hr = torch.from_numpy(np.ascontiguousarray(x))
-        try:
-            lr = make_lowres(hr, self.ratio, self.lowpass).numpy()
-        except ValueError as e:
-            raise AudioFileError(f"{src}: {e}") from e
-        return _ArrayReader(lr), how, hr[..., : lr.shape[-1] * self.ratio].numpy()
+            how = f"low-res input resampled {f.samplerate} -> {self.lr_rate} Hz"
+            return ResampledReader(f, f.samplerate, self.lr_rate), how, f
+        hr, note = self._hr_input(f, warn)
+        how = "high-res input degraded with the training filter" + note
+        return LowresReader(hr, self.ratio, self.lowpass), how, f
 
     def upsample_file(
         self,
@@ -185,7 +176,7 @@ class Upsampler:
         progress: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
         """Super-resolve one file into `dst` (atomically); returns what the page needs."""
-        reader, how, hr = self._lowres_input(src, kind)
+        reader, how, f = self._lowres_input(src, kind)
         fmt, subtype = _OUT_FORMATS[dst.suffix.lower().lstrip(".")]
         try:
             with atomic_path(dst) as tmp:
@@ -208,16 +199,19 @@ class Upsampler:
                         device=self.device,
                         progress=progress,
                     )
+        except AudioFileError:
+            raise
+        except ValueError as e:  # e.g. too short for the filter: say which file
+            raise AudioFileError(f"{src}: {e}") from e
         finally:
-            if isinstance(reader, sf.SoundFile):
-                reader.close()
+            f.close()
         return {
             "input": src,
             "output": dst,
             "how": how,
             "channels": reader.channels,
             "seconds": reader.frames / self.lr_rate,
-            "hr": hr,
+            "has_hr": kind == "hr",
         }
 
     def page_example(self, item: dict[str, Any], seconds: float, kind: str) -> Any:
@@ -225,19 +219,19 @@ class Upsampler:
         from audio_superres.report.page import PageExample
 
         n_lr = max(1, int(seconds * self.lr_rate))
-        reader, _, _ = self._lowres_input(Path(item["input"]), kind)
-        try:
+        reader, _, f = self._lowres_input(Path(item["input"]), kind, warn=False)
+        with f:
             lr = to_mono(np.ascontiguousarray(reader.read(n_lr, "float32", True).T))
-        finally:
-            if isinstance(reader, sf.SoundFile):
-                reader.close()
         sr_out, _ = sf.read(str(item["output"]), frames=n_lr * self.ratio, dtype="float32")
         sr_out = to_mono(np.atleast_2d(sr_out.T) if sr_out.ndim > 1 else sr_out)
         cubic = CubicUpsample(self.ratio)(torch.from_numpy(lr)[None])[0].numpy()
         signals = {"LR": lr, "cubic": cubic, "SR": sr_out}
         rates = {"LR": self.lr_rate, "cubic": self.sample_rate, "SR": self.sample_rate}
-        if item["hr"] is not None:  # input_kind=hr: the reference is known
-            signals["HR"] = to_mono(item["hr"])[: n_lr * self.ratio]
+        if item["has_hr"]:  # input_kind=hr: the reference is known (re-read, not kept)
+            with FileReader(item["input"]) as f:
+                hr, _ = self._hr_input(f, warn=False)
+                n_hr = len(lr) * self.ratio
+                signals["HR"] = to_mono(np.ascontiguousarray(hr.read(n_hr, "float32", True).T))
             rates["HR"] = self.sample_rate
         note = f"{item['how']}; {item['channels']} channel(s)"
         if item["channels"] > 1:
@@ -259,14 +253,21 @@ def upsample(cfg: DictConfig) -> Path:
         raise ValueError(f"input_kind must be 'lr' or 'hr', got {kind!r}")
     pairs = find_inputs(src, dst, ext)
     log.info(
-        "%s: %d file(s), %dx to %d Hz on %s", up.checkpoint, len(pairs), up.ratio, up.sample_rate,
+        "%s: %d file(s), %dx to %d Hz on %s",
+        up.checkpoint,
+        len(pairs),
+        up.ratio,
+        up.sample_rate,
         up.device,
     )
     done = []
     bar = tqdm(pairs, unit="file", disable=not cfg.get("progress", True) or len(pairs) == 1)
     for path, out in bar:
         bar.set_postfix_str(path.name)
+        t0 = time.perf_counter()
         item = up.upsample_file(path, out, kind)
+        item["wall_s"] = time.perf_counter() - t0
+        log.info("%s: %.1f s of audio in %.2f s", path, item["seconds"], item["wall_s"])
         item["rel"] = path.relative_to(src) if src.is_dir() else Path(path.name)
         done.append(item)
     if cfg.get("report", False):

@@ -8,6 +8,7 @@ max-pooling after a stride-1 conv, as in the 2019 code.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch.nn.functional as F
@@ -142,6 +143,16 @@ class TFiLMUNet(AudioUNet):
         self.tfilm_up = nn.ModuleList(
             TFiLM(f, b) for f, b in reversed(list(zip(filters, self.block_sizes[:-1], strict=True)))
         )
+
+    @property
+    def chunk_alignment(self) -> int:
+        """HR samples of one TFiLM block at every level (level l's features are 2^(l+1) times
+        shorter than HR): chunks that start on this grid pool the same blocks as the whole file
+        (`inference.hr_alignment`)."""
+        align = self.multiple
+        for level, b in enumerate(self.block_sizes):
+            align = math.lcm(align, b * 2 ** (level + 1))
+        return align
 
     def _make_down_block(
         self, cin: int, cout: int, kernel: int, dropout: float, bias: bool

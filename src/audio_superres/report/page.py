@@ -82,7 +82,8 @@ def _fmt(v: Any) -> str:
 def _table_html(t: Table) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in t.header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in t.rows
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>"
+        for row in t.rows
     )
     return (
         f"<h2>{html.escape(t.title)}</h2>\n<table><thead><tr>{head}</tr></thead>"
@@ -144,7 +145,9 @@ def write_samples_page(
         players = []
         for k in keys:
             fname = f"{stem}_{k.lower()}.wav"
-            write_audio(report_dir / fname, np.asarray(ex.signals[k], dtype=np.float32), ex.rates[k])
+            write_audio(
+                report_dir / fname, np.asarray(ex.signals[k], dtype=np.float32), ex.rates[k]
+            )
             players.append(
                 f"<figure><figcaption>{LABELS[k]}</figcaption>"
                 f"<audio controls preload='auto' src='{html.escape(fname)}'></audio></figure>"

@@ -1,0 +1,134 @@
+"""upsample.py end to end: a directory tree of real-world-shaped inputs, the page, refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from omegaconf import OmegaConf
+
+from audio_superres.checkpoint import CheckpointError
+from audio_superres.module import SuperResolutionModule
+from audio_superres.upsampling import Upsampler, upsample
+
+from .browser import check_media
+from .conftest import REPO, voiced_signal
+
+MODEL = {
+    "_target_": "audio_superres.models.AudioUNet",
+    "ratio": 4,
+    "filters": [8, 8],
+    "kernels": [9, 9],
+    "bottleneck_filters": 8,
+}
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path) -> Path:
+    """A checkpoint as Lightning writes it (state_dict + hyper_parameters), untrained."""
+    torch.manual_seed(0)
+    module = SuperResolutionModule(model=MODEL, ratio=4, sample_rate=16000)
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+def test_upsample_directory_tree_with_report(ckpt, tmp_path):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "in"
+    (src / "a" / "b").mkdir(parents=True)
+    stereo = np.stack([voiced_signal(rng, 0.8, 4000)[:3001], voiced_signal(rng, 0.8, 4000)[:3001]])
+    sf.write(src / "a" / "stereo.wav", stereo.T, 4000, subtype="FLOAT")  # odd length, 2 channels
+    sf.write(src / "a" / "b" / "short.flac", stereo[0, :101], 4000)  # shorter than one chunk
+    sf.write(src / "hi.wav", voiced_signal(rng, 0.5, 44100), 44100)  # wrong rate: resampled
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "upsample.py"),
+            f"ckpt_path={ckpt}",
+            f"input={src}",
+            f"output={out}",
+            "report=true",
+            "device=cpu",
+            "chunk=1024",
+            "overlap=256",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert Path(proc.stdout.strip().splitlines()[-1]) == out
+    assert "hi.wav: sample rate 44100 Hz is not the model's low-res rate 4000 Hz" in (
+        proc.stdout + proc.stderr
+    )
+    y, sr = sf.read(out / "a" / "stereo.wav", always_2d=True)
+    assert (sr, y.shape) == (16000, (3001 * 4, 2))
+    y, sr = sf.read(out / "a" / "b" / "short.wav", always_2d=True)
+    assert (sr, y.shape) == (16000, (101 * 4, 1))
+    assert sf.info(out / "hi.wav").frames == round(0.5 * 4000) * 4
+    assert not list(out.rglob(".*tmp*"))  # atomic writes leave no temporaries
+
+    page = out / "report" / "index.html"
+    text = page.read_text()
+    assert "High Resolution" not in text and "SNR" not in text  # LR-only: no HR, no metrics
+    assert text.count("Super Resolution") == 3 and "a/b/short.flac" in text
+    media = check_media(page, tmp_path)
+    assert len(media) == 3 * 3 + 3 and all(m["ok"] for m in media), media
+
+
+def cfg(ckpt: Path, **kw):
+    base = {
+        "ckpt_path": str(ckpt),
+        "ratio": None,
+        "sample_rate": None,
+        "device": "cpu",
+        "chunk": 512,
+        "overlap": 128,
+        "progress": False,
+    }
+    return OmegaConf.create({**base, **kw})
+
+
+def test_hr_input_is_degraded_with_the_training_filter(ckpt, tmp_path):
+    rng = np.random.default_rng(1)
+    hr = voiced_signal(rng, 0.6, 16000)[:9599]
+    sf.write(tmp_path / "hr.flac", hr, 16000)
+    out = tmp_path / "out"
+    upsample(
+        cfg(
+            ckpt,
+            input=str(tmp_path / "hr.flac"),
+            output=str(out),
+            input_kind="hr",
+            format="flac",
+            report=True,
+        )
+    )
+    y, sr = sf.read(out / "hr.flac")
+    assert sr == 16000 and len(y) == 9596  # cropped to a multiple of the ratio
+    # an untrained U-Net is ~cubic: close to the reference it was degraded from
+    err = np.sum((y - hr[:9596]) ** 2) / np.sum(hr[:9596] ** 2)
+    assert err < 0.1
+    assert "High Resolution" in (out / "report" / "index.html").read_text()
+
+
+def test_conflicting_ratio_is_refused_naming_the_checkpoint(ckpt, tmp_path):
+    with pytest.raises(CheckpointError, match=f"{ckpt}.*trained with ratio=4"):
+        Upsampler.from_config(cfg(ckpt, ratio=2))
+    with pytest.raises(CheckpointError, match="sample_rate=16000"):
+        Upsampler.from_config(cfg(ckpt, sample_rate=22050))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no audio files"):
+        upsample(cfg(ckpt, input=str(tmp_path / "empty"), output=str(tmp_path / "o")))
