@@ -14,7 +14,7 @@ DEMO_DIR := outputs/demo/$(NOW)
 PIANO_DIR := outputs/demo_piano/$(NOW)
 MISMATCH_DIR := outputs/mismatch_demo/$(NOW)
 
-.PHONY: setup apt demo demo-piano mismatch-demo models-table data-vctk data-piano test lint format
+.PHONY: setup apt demo demo-piano mismatch-demo models-table bench data-vctk data-piano test lint format
 
 setup: $(STAMP) apt
 
@@ -61,6 +61,11 @@ mismatch-demo: setup
 models-table: setup
 	$(PY) -m audio_superres.data.demo_speech
 	$(PY) -m audio_superres.report.model_table --minutes 5 --out outputs/models_table/$(NOW)
+
+# Throughput against this machine's own measured peak: one JSON line per figure (README
+# "Performance"). BENCH_ARGS=--quick for a short run; e.g. BENCH_ARGS="peak model --models audiounet".
+bench: $(STAMP)
+	$(PY) -m audio_superres.bench $(BENCH_ARGS)
 
 # Real corpora (internet): resumable, size- and checksum-verified; rerun to resume.
 data-vctk: $(STAMP)

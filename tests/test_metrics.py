@@ -15,6 +15,7 @@ from audio_superres.metrics import (
     LSDPaper,
     SuperResMetrics,
     compute_metrics,
+    compute_metrics_many,
     lsd,
     lsd_hf,
     lsd_paper,
@@ -279,6 +280,26 @@ def test_metric_classes_average_over_utterances(metric, fn) -> None:
     metric.reset()
     metric.update(preds[1:], targets[1:])
     torch.testing.assert_close(metric.compute(), fn(preds[1:], targets[1:]).mean())
+
+
+def test_compute_metrics_many_shares_the_target_and_feeds_the_collection() -> None:
+    """One target STFT for several predictions gives compute_metrics' numbers exactly, and
+    feeding those values to the collection equals its own per-pair computation."""
+    preds, targets = _three_utterances()
+    other = preds.flip(0)[:, : preds.shape[-1]].contiguous()
+    many = compute_metrics_many({"a": preds, "b": other}, targets, 2)
+    for name, pred in (("a", preds), ("b", other)):
+        single = compute_metrics(pred, targets, 2)
+        for key in ("snr", "lsd", "lsd_hf", "lsd_paper"):
+            torch.testing.assert_close(many[name][key], single[key], rtol=0, atol=0)
+    assert not torch.equal(many["a"]["snr"], many["b"]["snr"])
+    direct, shared = SuperResMetrics(2), SuperResMetrics(2)
+    direct.update(preds, targets)
+    shared.update_values(many["a"])
+    for key, value in direct.compute().items():
+        torch.testing.assert_close(shared.compute()[key], value, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="same shape"):
+        compute_metrics_many({"a": preds, "short": preds[:, :-1]}, targets, 2)
 
 
 def test_superres_metrics_collection() -> None:

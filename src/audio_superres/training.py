@@ -81,6 +81,7 @@ def build_module(cfg: DictConfig) -> SuperResolutionModule:
         optim=plain(cfg.optim),
         n_log_examples=cfg.get("n_log_examples", 3),
         data_config=plain(cfg.data),
+        compile=cfg.get("compile", False),
     )
 
 

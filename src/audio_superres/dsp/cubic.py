@@ -190,6 +190,9 @@ class CubicUpsample(nn.Module):
         super().__init__()
         self.ratio = _check_ratio(ratio)
 
+    # Outside torch.compile graphs: an exact float64 spline built from cached constants, a small
+    # fraction of any network's cost; tracing it would only recompile per input length.
+    @torch.compiler.disable
     def forward(self, x: Tensor) -> Tensor:
         return cubic_upsample(x, self.ratio)
 
