@@ -104,3 +104,14 @@ def test_summary_restores_the_mode_and_matches_a_real_forward():
     with torch.device("meta"):
         meta = model_summary(TFiLMUNet(ratio=3, **sizes), 3, 8000)
     assert real == meta and real["lr_samples"] == 2667
+
+
+@pytest.mark.parametrize("proj_size", [0, 3])
+def test_lstm_macs_match_its_weight_count(proj_size):
+    # per step: one MAC per weight (input, recurrent and projection matrices) + 3H elementwise
+    lstm = torch.nn.LSTM(
+        5, 7, num_layers=2, bidirectional=True, batch_first=True, proj_size=proj_size
+    )
+    weights = sum(p.numel() for name, p in lstm.named_parameters() if name.startswith("weight"))
+    steps = 2 * 11
+    assert count_macs(lstm, torch.zeros(2, 11, 5))["LSTM"] == steps * (weights + 2 * 2 * 3 * 7)

@@ -46,18 +46,18 @@ def _linear_macs(m: nn.Linear, inputs: tuple, output: Tensor) -> int:
 
 
 def _lstm_macs(m: nn.LSTM, inputs: tuple, output: Any) -> int:
-    if m.proj_size:
-        raise NotImplementedError("MAC count of LSTMs with proj_size is not implemented")
     x = inputs[0]
     if isinstance(x, nn.utils.rnn.PackedSequence):
         steps = x.data.shape[0]
     else:
         steps = x.numel() // m.input_size  # batch * time, batched or not
     h, dirs = m.hidden_size, 2 if m.bidirectional else 1
+    out = m.proj_size or h  # with proj_size the recurrent state and the output are projected
     total = 0
     for layer in range(m.num_layers):
-        cin = m.input_size if layer == 0 else h * dirs
-        total += dirs * (4 * h * (cin + h) + 3 * h)  # 4 gates; c = f*c + i*g; h = o*tanh(c)
+        cin = m.input_size if layer == 0 else out * dirs
+        # 4 gates; c = f*c + i*g; h = o*tanh(c); then the projection h -> proj_size if any
+        total += dirs * (4 * h * (cin + out) + 3 * h + (h * out if m.proj_size else 0))
     return steps * total
 
 
