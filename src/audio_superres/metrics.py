@@ -22,6 +22,7 @@ depend on the device or on the input dtype; the returned tensors have that dtype
 from __future__ import annotations
 
 import functools
+from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -292,8 +293,9 @@ class _UtteranceMean(Metric):
         self.add_state("total", default=total, dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
+    @abstractmethod
     def _per_utterance(self, preds: Tensor, target: Tensor) -> Tensor:
-        raise NotImplementedError
+        """One value per utterance (row) of the batch; each subclass names its metric here."""
 
     def update(self, preds: Tensor, target: Tensor | None = None) -> None:
         """Add a batch: ``(B, T)`` with one utterance per row, or one utterance ``(T,)``.
