@@ -77,6 +77,15 @@ def test_disk_full_keeps_the_old_file_and_names_the_path(tmp_path: Path, monkeyp
     assert [p.name for p in target.parent.iterdir()] == ["metrics.json"]  # no temporary left
 
 
+def test_atomic_writes_get_the_umask_permissions_not_owner_only(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "summary.md", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "summary.md").stat().st_mode & 0o777 == 0o644
+
+
 def test_checkpoint_save_is_atomic(tmp_path: Path, monkeypatch) -> None:
     io = AtomicCheckpointIO()
     path = tmp_path / "checkpoints" / "last.ckpt"

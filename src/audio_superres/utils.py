@@ -56,13 +56,22 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+def _file_mode() -> int:
+    """The mode a plain `open(path, "w")` would give: 0o666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
     The temporary name keeps the suffix of `path`, so writers that infer the format from the
     suffix (soundfile, matplotlib) still work. A failed write (disk full, ...) leaves the old
-    file as it was and no temporary behind, and raises an OutputError naming `path`.
+    file as it was and no temporary behind, and raises an OutputError naming `path`. The file
+    gets the usual permissions (umask), not mkstemp's owner-only 0600, so results stay readable
+    by the group on shared machines.
     """
     path = Path(path)
     try:
@@ -76,6 +85,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _file_mode())
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
