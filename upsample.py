@@ -6,11 +6,12 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="upsample")
 def main(cfg: DictConfig) -> None:
+    from audio_superres.errors import run_task
     from audio_superres.training import single_lightning_log
     from audio_superres.upsampling import upsample
 
     single_lightning_log()
-    upsample(cfg)
+    run_task(upsample, cfg)
 
 
 if __name__ == "__main__":

@@ -132,3 +132,32 @@ def test_conflicting_ratio_is_refused_naming_the_checkpoint(ckpt, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no audio files"):
         upsample(cfg(ckpt, input=str(tmp_path / "empty"), output=str(tmp_path / "o")))
+
+
+def test_cli_errors_are_one_line_naming_the_file(ckpt, tmp_path):
+    # what a user of upsample.py sees: one line on stderr, exit status 1, no traceback
+    fake = tmp_path / "notes.wav"
+    fake.write_text("not audio")
+    for args, expected in (
+        ([f"input={tmp_path / 'missing.wav'}"], f"{tmp_path / 'missing.wav'}: input not found"),
+        ([f"input={fake}"], f"{fake}: cannot decode audio"),
+        ([f"input={fake}", "ratio=2"], f"{ckpt}: the checkpoint was trained with ratio=4"),
+    ):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "upsample.py"),
+                f"ckpt_path={ckpt}",
+                f"output={tmp_path / 'out'}",
+                f"hydra.run.dir={tmp_path / 'run'}",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+            stdin=subprocess.DEVNULL,
+            timeout=300,
+        )
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert proc.stderr.strip().splitlines()[-1].startswith(f"Error: {expected}")
+        assert "Traceback" not in proc.stderr

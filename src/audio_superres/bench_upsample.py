@@ -112,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from audio_superres.checkpoint import load_checkpoint
 
+    args.ckpt = str(Path(args.ckpt).resolve())  # upsample.py runs in the work dir
     hp = load_checkpoint(args.ckpt)["hyper_parameters"]
     lr_rate = int(hp["sample_rate"]) // int(hp["ratio"])
     clips = []

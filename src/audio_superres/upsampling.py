@@ -29,6 +29,7 @@ from audio_superres.checkpoint import load_checkpoint
 from audio_superres.data.audio_io import AudioFileError, to_mono
 from audio_superres.dsp.blockwise import FileReader, LowresReader, Reader, ResampledReader
 from audio_superres.dsp.cubic import CubicUpsample
+from audio_superres.errors import ConfigError, DataError, PathNotFoundError
 from audio_superres.evaluation import _settle
 from audio_superres.inference import resolve_device, super_resolve_stream
 from audio_superres.module import SuperResolutionModule
@@ -50,7 +51,7 @@ def find_inputs(src: Path, dst: Path, ext: str) -> list[tuple[Path, Path]]:
     if src.is_file():
         return [(src, dst / f"{src.stem}.{ext}")]
     if not src.is_dir():
-        raise FileNotFoundError(f"{src}: input not found (give an audio file or a folder)")
+        raise PathNotFoundError(f"{src}: input not found (give an audio file or a folder)")
     exts = audio_extensions()
     files = sorted(
         p
@@ -60,12 +61,12 @@ def find_inputs(src: Path, dst: Path, ext: str) -> list[tuple[Path, Path]]:
     if dst.resolve().is_relative_to(src.resolve()):
         files = [p for p in files if not p.resolve().is_relative_to(dst.resolve())]
     if not files:
-        raise FileNotFoundError(f"{src}: no audio files found under this folder")
+        raise PathNotFoundError(f"{src}: no audio files found under this folder")
     pairs = [(p, dst / p.relative_to(src).with_suffix(f".{ext}")) for p in files]
     seen: dict[Path, Path] = {}
     for p, out in pairs:
         if out in seen:
-            raise ValueError(f"{p} and {seen[out]} would both be written to {out}: rename one")
+            raise DataError(f"{p} and {seen[out]} would both be written to {out}: rename one")
         seen[out] = p
     return pairs
 
@@ -102,13 +103,15 @@ class Upsampler:
     def from_config(cls, cfg: DictConfig) -> Upsampler:
         ckpt_path = cfg.get("ckpt_path")
         if not ckpt_path:
-            raise ValueError("pass ckpt_path=CKPT: the checkpoint to super-resolve with")
+            raise ConfigError("pass ckpt_path=CKPT: the checkpoint to super-resolve with")
         ckpt = load_checkpoint(ckpt_path)
         hp = ckpt["hyper_parameters"]
         ratio = _settle(cfg, "ratio", hp.get("ratio"), ckpt_path)
         sample_rate = _settle(cfg, "sample_rate", hp.get("sample_rate"), ckpt_path)
         if sample_rate % ratio:
-            raise ValueError(f"{ckpt_path}: sample_rate {sample_rate} is not a multiple of {ratio}")
+            raise ConfigError(
+                f"{ckpt_path}: sample_rate {sample_rate} is not a multiple of {ratio}"
+            )
         module = SuperResolutionModule(
             model=hp["model"], ratio=ratio, sample_rate=sample_rate, lowpass=hp["lowpass"]
         )
@@ -148,7 +151,7 @@ class Upsampler:
         resampling (`input_kind=hr`), so memory never depends on the file's length.
         """
         if kind not in ("lr", "hr"):
-            raise ValueError(f"input_kind must be 'lr' or 'hr', got {kind!r}")
+            raise ConfigError(f"input_kind must be 'lr' or 'hr', got {kind!r}")
         f = FileReader(src)
         if kind == "lr":
             if f.samplerate == self.lr_rate:
@@ -247,10 +250,10 @@ def upsample(cfg: DictConfig) -> Path:
     src, dst = Path(str(cfg.input)), Path(str(cfg.output))
     ext = str(cfg.get("format", "wav")).lower()
     if ext not in _OUT_FORMATS:
-        raise ValueError(f"format must be one of {', '.join(_OUT_FORMATS)}; got {ext!r}")
+        raise ConfigError(f"format must be one of {', '.join(_OUT_FORMATS)}; got {ext!r}")
     kind = str(cfg.get("input_kind", "lr"))
     if kind not in ("lr", "hr"):
-        raise ValueError(f"input_kind must be 'lr' or 'hr', got {kind!r}")
+        raise ConfigError(f"input_kind must be 'lr' or 'hr', got {kind!r}")
     pairs = find_inputs(src, dst, ext)
     log.info(
         "%s: %d file(s), %dx to %d Hz on %s",
