@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from audio_superres.errors import run_task
-    from audio_superres.evaluation import evaluate
+    from audio_superres.tasks.evaluate import evaluate
 
     run_task(evaluate, cfg)
 

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> float:
     """Returns the best validation SNR (dB), the value a Hydra sweeper optimises."""
     from audio_superres.errors import run_task
-    from audio_superres.training import run_job
+    from audio_superres.tasks.train import run_job
 
     return run_task(run_job, cfg)
 

@@ -7,8 +7,8 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="conf", config_name="upsample")
 def main(cfg: DictConfig) -> None:
     from audio_superres.errors import run_task
-    from audio_superres.training import single_lightning_log
-    from audio_superres.upsampling import upsample
+    from audio_superres.runs import single_lightning_log
+    from audio_superres.tasks.upsample import upsample
 
     single_lightning_log()
     run_task(upsample, cfg)

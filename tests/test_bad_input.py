@@ -26,9 +26,9 @@ from audio_superres.data.corpora import FolderCorpus
 from audio_superres.data.datamodule import SuperResDataModule
 from audio_superres.data.vctk import VCTKCorpus
 from audio_superres.errors import ConfigError, UserFacingError, run_task
-from audio_superres.evaluation import build_for_evaluation, evaluate
 from audio_superres.module import SuperResolutionModule
-from audio_superres.training import train
+from audio_superres.tasks.evaluate import build_for_evaluation, evaluate
+from audio_superres.tasks.train import train
 
 from .conftest import CONF_DIR, REPO, voiced_signal, write_corpus
 from .test_configs import compose_train

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from audio_superres.module import SuperResolutionModule
-from audio_superres.training import build_module
+from audio_superres.tasks.train import build_module
 
 from .test_configs import compose_train
 

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audio_superres.checkpoint import instantiate_trusted
 from audio_superres.dsp.lowpass import as_lowpass_spec
-from audio_superres.training import build_module, instantiate_group, train
+from audio_superres.tasks.train import build_module, instantiate_group, train
 
 from .conftest import CONF_DIR
 

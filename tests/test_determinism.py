@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from audio_superres.training import library_versions, train
+from audio_superres.runs import library_versions
+from audio_superres.tasks.train import train
 
 from .test_configs import compose_train
 

@@ -24,7 +24,7 @@ from audio_superres.checkpoint import AtomicCheckpointIO, remove_stale_temporari
 from audio_superres.data.cache import build_cache
 from audio_superres.data.corpora import FolderCorpus
 from audio_superres.errors import OutputError, UserFacingError
-from audio_superres.training import train
+from audio_superres.tasks.train import train
 from audio_superres.utils import atomic_write_json, atomic_write_text, ensure_writable_dir
 
 from .conftest import REPO, write_corpus

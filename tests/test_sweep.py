@@ -11,9 +11,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from audio_superres.mismatch import MISMATCH_COLUMNS, parse_test_lowpass
 from audio_superres.module import SuperResolutionModule
 from audio_superres.report import sweep
+from audio_superres.tasks.mismatch import MISMATCH_COLUMNS, parse_test_lowpass
 
 from .conftest import CONF_DIR, REPO
 from .test_e2e import TINY_MODEL, run

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from audio_superres.checkpoint import CheckpointError
 from audio_superres.module import SuperResolutionModule
-from audio_superres.upsampling import Upsampler, upsample
+from audio_superres.tasks.upsample import Upsampler, upsample
 
 from .browser import check_media
 from .conftest import REPO, voiced_signal

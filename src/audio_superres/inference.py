@@ -33,17 +33,14 @@ API (also used by benchmarks):
 - `super_resolve_stream(model, reader, writer, ratio, ...)`: from a `soundfile.SoundFile` (or
   any object with `read(frames, dtype=, always_2d=)`) to a `SoundFile` (anything with
   `write((frames, C))`), at bounded memory. Returns the number of HR frames written.
-- `python -m audio_superres.inference --bench [--ckpt CKPT]`: peak memory and speed for a short
-  vs a long input, and chunked vs whole-file SNR on real speech (JSON lines).
+- `python -m audio_superres.bench seams [--ckpt CKPT]` (`bench/inference.py`): peak memory and
+  speed for a short vs a long input, and chunked vs whole-file SNR on real speech (JSON lines).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -94,13 +91,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     raise ValueError(f"device must be one of auto, cpu, cuda; got {device!r}")
 
 
-def hr_alignment(model: nn.Module) -> int:
-    """HR sample multiple at which the model's strided/patched processing repeats itself."""
-    align = 1
-    for attr in ("chunk_alignment", "multiple", "patch_len"):
-        value = getattr(model, attr, None)
-        if isinstance(value, int) and value > 0:
-            align = math.lcm(align, value)
+def hr_alignment(model: nn.Module | Callable[[Tensor], Tensor]) -> int:
+    """HR sample multiple at which the model's strided/patched processing repeats itself
+    (`SuperResModel.chunk_alignment`; 1 for a plain function)."""
+    align = getattr(model, "chunk_alignment", 1)
+    if not isinstance(align, int) or align < 1:
+        name = type(model).__name__
+        raise TypeError(f"{name}.chunk_alignment must be a positive int, got {align!r}")
     return align
 
 
@@ -346,165 +343,3 @@ def super_resolve_stream(
     align = hr_alignment(model) if align_hr is None else align_hr
     with torch.inference_mode():
         return _chunked(model, read, write, m, c, ratio, chunk, overlap, batch_size, dev, align)
-
-
-# ---- one-off measurements -------------------------------------------------------------------
-
-
-def snr_db(pred: np.ndarray, ref: np.ndarray) -> float:
-    """SNR of `pred` against `ref` via `audio_superres.metrics.snr` (the one metric code)."""
-    from audio_superres.metrics import snr
-
-    return float(snr(torch.as_tensor(pred).reshape(1, -1), torch.as_tensor(ref).reshape(1, -1)))
-
-
-def _bench_memory(
-    model: nn.Module, ratio: int, lr_rate: int, seconds: Sequence[float], device: str, **kw: Any
-) -> None:
-    """Peak Python/numpy memory (tracemalloc), peak CUDA memory and speed per input length."""
-    import resource
-    import tracemalloc
-
-    class _Noise:  # a synthetic reader: nothing but the streaming path holds audio
-        def __init__(self, n: int) -> None:
-            self.frames, self.channels, self.rng = n, 1, np.random.default_rng(0)
-
-        def read(self, n: int, dtype: str, always_2d: bool) -> np.ndarray:
-            n = min(n, self.frames)
-            self.frames -= n
-            return (0.1 * self.rng.standard_normal((n, 1))).astype(np.float32)
-
-    class _Sink:
-        def write(self, data: np.ndarray) -> None:
-            pass
-
-    dev = resolve_device(device)
-    for s in seconds:
-        n = int(s * lr_rate)
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        tracemalloc.start()
-        t0 = time.perf_counter()
-        super_resolve_stream(model, _Noise(n), _Sink(), ratio, device=dev, **kw)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        wall = time.perf_counter() - t0
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        row = {
-            "bench": "inference_memory",
-            "device": str(dev),
-            "seconds_audio": s,
-            "peak_host_MiB": round(peak / 2**20, 2),
-            # the process's peak resident set so far (shorter inputs run first)
-            "peak_rss_MiB_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "wall_s": round(wall, 2),
-            "realtime_factor": round(s / wall, 1),
-            "ms_per_audio_s": round(1000 * wall / s, 3),
-        }
-        if dev.type == "cuda":
-            row["peak_cuda_MiB"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        print(json.dumps(row), flush=True)
-
-
-def _bench_seams(
-    model: nn.Module, ratio: int, sample_rate: int, lowpass: Any, files: Sequence[str], **kw: Any
-) -> None:
-    """Chunked vs whole-file output on real recordings (made LR with the training filter)."""
-    from audio_superres.data.audio_io import read_audio, to_mono
-    from audio_superres.dsp.lowpass import make_lowres
-    from audio_superres.dsp.resample import resample_audio
-
-    model.eval()
-    for f in files:
-        x, sr = read_audio(f)
-        hr = torch.from_numpy(resample_audio(to_mono(x), sr, sample_rate))[None]
-        lr = make_lowres(hr, ratio, lowpass)
-        with torch.inference_mode():
-            whole = model(lr)[0].numpy()
-        chunked = super_resolve(model, lr[0], ratio, device="cpu", **kw).numpy()
-        print(
-            json.dumps(
-                {
-                    "bench": "inference_seams",
-                    "file": str(f),
-                    "seconds": round(hr.shape[-1] / sample_rate, 2),
-                    "chunked_vs_whole_snr_db": round(snr_db(chunked, whole), 2),
-                }
-            ),
-            flush=True,
-        )
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m audio_superres.inference --bench --ckpt CKPT [--seconds 30 1800]`."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bench", action="store_true", help="measure memory, speed and seams")
-    p.add_argument("--ckpt", help="checkpoint (default: an untrained demo-size AudioUNet)")
-    p.add_argument(
-        "--model",
-        help="instead of a checkpoint: a conf/model name (e.g. tfilm_small), randomly "
-        "initialised with its last conv scaled to std --final-std so the net, not its cubic "
-        "skip, shapes the output (as in tests/test_inference.py)",
-    )
-    p.add_argument("--final-std", type=float, default=0.3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seconds", type=float, nargs="*", default=[30.0, 1800.0])
-    p.add_argument("--files", nargs="*", default=[], help="real recordings for the seam check")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK)
-    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP)
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    args = p.parse_args(argv)
-    if not args.bench:
-        p.error("nothing to do: pass --bench")
-    from audio_superres.checkpoint import instantiate_trusted, load_checkpoint
-
-    if args.ckpt:
-        from audio_superres.module import SuperResolutionModule
-
-        ckpt = load_checkpoint(args.ckpt)
-        hp = ckpt["hyper_parameters"]
-        module = SuperResolutionModule(
-            model=hp["model"],
-            ratio=hp["ratio"],
-            sample_rate=hp["sample_rate"],
-            lowpass=hp["lowpass"],
-        )
-        module.load_state_dict(ckpt["state_dict"])
-        model, ratio, sr = module.model, module.ratio, module.sample_rate
-        lowpass = hp["lowpass"]
-    elif args.model:
-        from hydra import compose, initialize_config_dir
-        from omegaconf import OmegaConf
-
-        from audio_superres.training import find_conf_dir
-
-        ratio, sr, lowpass = 4, 16000, "chebyshev"
-        with initialize_config_dir(config_dir=str(find_conf_dir()), version_base="1.3"):
-            cfg = compose("train", overrides=[f"model={args.model}", f"ratio={ratio}"])
-        torch.manual_seed(args.seed)
-        model = instantiate_trusted(OmegaConf.to_container(cfg.model, resolve=True))
-        final = getattr(model, "final", None)
-        if isinstance(final, nn.Conv1d):
-            nn.init.normal_(final.weight, std=args.final_std)
-    else:
-        ratio, sr, lowpass = 4, 16000, "chebyshev"
-        model = instantiate_trusted(
-            {
-                "_target_": "audio_superres.models.AudioUNet",
-                "ratio": ratio,
-                "filters": [32, 64, 128, 128],
-                "kernels": [9, 9, 9, 9],
-                "bottleneck_filters": 128,
-            }
-        )
-    kw = {"chunk": args.chunk, "overlap": args.overlap, "batch_size": args.batch_size}
-    if args.files:
-        _bench_seams(model, ratio, sr, lowpass, args.files, **kw)
-    if args.seconds:
-        _bench_memory(model, ratio, sr // ratio, args.seconds, args.device, **kw)
-
-
-if __name__ == "__main__":
-    main()

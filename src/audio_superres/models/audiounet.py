@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audio_superres.dsp.cubic import CubicUpsample
+from audio_superres.models.base import CUBIC_CONTEXT, SuperResModel
 from audio_superres.models.layers import (
     SubPixel1d,
     orthogonal_init_,
@@ -71,7 +72,7 @@ class UpBlock(nn.Module):
         return self.subpixel(F.relu(self.dropout(self.conv(x))))
 
 
-class AudioUNet(nn.Module):
+class AudioUNet(SuperResModel):
     """Low-res waveform `(B, m)` in, high-res `(B, m * ratio)` out.
 
     The cubic spline is the network's first layer; the net predicts a residual over it. The
@@ -94,14 +95,16 @@ class AudioUNet(nn.Module):
         final_kernel: int = 9,
         bias: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(ratio)
         filters, kernels = list(filters), list(kernels)
         if len(filters) != len(kernels) or not filters:
             raise ValueError(
                 f"filters {filters} and kernels {kernels} must be non-empty lists of equal length"
             )
-        self.ratio = int(ratio)
         self.depth = len(filters)
+        self.kernels = kernels
+        self.bottleneck_kernel = int(bottleneck_kernel)
+        self.final_kernel = int(final_kernel)
         self.upsample = CubicUpsample(self.ratio)
 
         self.down = nn.ModuleList()
@@ -148,6 +151,20 @@ class AudioUNet(nn.Module):
     def multiple(self) -> int:
         """High-res lengths the convolutional stack takes without padding."""
         return 2 ** (self.depth + 1)
+
+    @property
+    def chunk_alignment(self) -> int:
+        return self.multiple
+
+    @property
+    def context(self) -> int | None:
+        """Receptive-field radius: each conv adds (kernel - 1) / 2 samples at its resolution."""
+        down = sum((k - 1) // 2 * 2**level for level, k in enumerate(self.kernels))
+        bottleneck = (self.bottleneck_kernel - 1) // 2 * 2**self.depth
+        up = sum((k - 1) // 2 * 2 ** (level + 1) for level, k in enumerate(self.kernels))
+        final = (self.final_kernel - 1) // 2 * 2
+        hr = down + bottleneck + up + final
+        return -(-hr // self.ratio) + CUBIC_CONTEXT
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.forward_from_cubic(self.upsample(lr))

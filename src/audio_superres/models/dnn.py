@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audio_superres.dsp.cubic import CubicUpsample
+from audio_superres.models.base import CUBIC_CONTEXT, SuperResModel
 from audio_superres.models.layers import reflect_pad_right
 
 __all__ = ["DNNBaseline", "DenseBlock"]
@@ -39,7 +40,7 @@ class DenseBlock(nn.Module):
         return h + x if self.skip else h
 
 
-class DNNBaseline(nn.Module):
+class DNNBaseline(SuperResModel):
     """Low-res `(B, m)` in, high-res `(B, m * ratio)` out, through fully connected layers.
 
     The LR signal is cubic-upsampled as a whole, then cut into fixed patches of `patch_len`
@@ -59,13 +60,12 @@ class DNNBaseline(nn.Module):
         layer_skips: bool = True,
         negative_slope: float = 0.2,
     ) -> None:
-        super().__init__()
+        super().__init__(ratio)
         if patch_len < 1:
             raise ValueError(f"patch_len must be >= 1, got {patch_len}")
         hidden_sizes = [int(h) for h in hidden_sizes]
         if not hidden_sizes or min(hidden_sizes) < 1:
             raise ValueError(f"hidden_sizes must be a non-empty list of widths, got {hidden_sizes}")
-        self.ratio = int(ratio)
         self.patch_len = int(patch_len)
         self.upsample = CubicUpsample(self.ratio)
         widths = [self.patch_len, *hidden_sizes]
@@ -78,6 +78,15 @@ class DNNBaseline(nn.Module):
         self.out = nn.Linear(widths[-1], self.patch_len)
         nn.init.normal_(self.out.weight, std=1e-3)
         nn.init.zeros_(self.out.bias)
+
+    @property
+    def chunk_alignment(self) -> int:
+        return self.patch_len
+
+    @property
+    def context(self) -> int | None:
+        """A patch sees all of itself: one patch of LR samples, plus the spline's reach."""
+        return -(-self.patch_len // self.ratio) + CUBIC_CONTEXT
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.forward_from_cubic(self.upsample(lr))

@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from audio_superres.training import find_conf_dir
+    from audio_superres.runs import find_conf_dir
 
     overrides = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in overrides):

@@ -154,6 +154,11 @@ class TFiLMUNet(AudioUNet):
             align = math.lcm(align, b * 2 ** (level + 1))
         return align
 
+    @property
+    def context(self) -> int | None:
+        """The LSTMs run over the whole input: chunked output approximates whole-file output."""
+        return None
+
     def _make_down_block(
         self, cin: int, cout: int, kernel: int, dropout: float, bias: bool
     ) -> nn.Module:

@@ -36,7 +36,7 @@ def _cost(model: str) -> tuple[int, float]:
 
     from audio_superres.checkpoint import instantiate_trusted
     from audio_superres.models.summary import model_summary
-    from audio_superres.training import find_conf_dir
+    from audio_superres.runs import find_conf_dir
 
     with initialize_config_dir(config_dir=str(find_conf_dir()), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=demo", f"model={model}"])

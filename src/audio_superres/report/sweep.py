@@ -376,7 +376,7 @@ class SweepSummaryCallback(_HydraCallback):
     """
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        from audio_superres.training import sweep_group
+        from audio_superres.runs import sweep_group
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():

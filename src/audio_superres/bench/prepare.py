@@ -1,6 +1,6 @@
 """Measure cache preparation: hours of audio per minute and peak memory, on synthetic audio.
 
-    python -m audio_superres.data.bench_prepare --hours 1 --out /tmp/synth48k \
+    python -m audio_superres.bench.prepare --hours 1 --out /tmp/synth48k \
         [--target-sr 16000 48000] [--workers -1]
 
 Writes (once) a VCTK-like corpus of `--hours` of 48 kHz 24-bit FLAC (2-6 s files, 20

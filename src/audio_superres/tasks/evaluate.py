@@ -12,16 +12,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audio_superres.checkpoint import CheckpointError, instantiate_trusted, load_checkpoint
 from audio_superres.errors import ConfigError, DataError, config_errors
-from audio_superres.mismatch import format_mismatch, score_under_filters
 from audio_superres.module import SuperResolutionModule
 from audio_superres.report.page import evaluation_page
 from audio_superres.report.results import format_table, write_results
-from audio_superres.training import (
-    _finish_wandb,
-    instantiate_group,
-    library_versions,
-    single_lightning_log,
-)
+from audio_superres.runs import finish_wandb, library_versions, single_lightning_log
+from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
+from audio_superres.tasks.train import instantiate_group
 from audio_superres.utils import ensure_writable_dir
 
 log = logging.getLogger(__name__)
@@ -31,7 +27,7 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
-def _settle(cfg: DictConfig, key: str, stored: Any, ckpt_path: str | None) -> Any:
+def settle_from_checkpoint(cfg: DictConfig, key: str, stored: Any, ckpt_path: str | None) -> Any:
     """A task setting: the checkpoint's, unless given; a conflicting one is an error."""
     given = cfg.get(key)
     if given is not None and stored is not None and int(given) != int(stored):
@@ -53,8 +49,9 @@ def build_for_evaluation(cfg: DictConfig) -> tuple[SuperResolutionModule, dict[s
     """The module to evaluate and the resolved data config, from a checkpoint and/or overrides."""
     ckpt = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     hp: dict[str, Any] = ckpt["hyper_parameters"] if ckpt else {}
-    ratio = _settle(cfg, "ratio", hp.get("ratio"), cfg.get("ckpt_path"))
-    sample_rate = _settle(cfg, "sample_rate", hp.get("sample_rate"), cfg.get("ckpt_path"))
+    ckpt_path = cfg.get("ckpt_path")
+    ratio = settle_from_checkpoint(cfg, "ratio", hp.get("ratio"), ckpt_path)
+    sample_rate = settle_from_checkpoint(cfg, "sample_rate", hp.get("sample_rate"), ckpt_path)
 
     if ckpt is not None and cfg.get("model") is not None:
         raise ConfigError(
@@ -145,14 +142,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 trainer, module, datamodule, cfg.test_lowpass, output_dir, meta
             )
         finally:
-            _finish_wandb()
+            finish_wandb()
         print(format_mismatch(results))
         print(path)
         return {"metrics_path": str(path), **results[0].summary}
     try:
         trainer.test(module, datamodule=datamodule)
     finally:
-        _finish_wandb()
+        finish_wandb()
     path = write_results(
         output_dir, module.test_summary, module.test_rows, module.test_examples, meta
     )

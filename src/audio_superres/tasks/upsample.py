@@ -30,9 +30,9 @@ from audio_superres.data.audio_io import AudioFileError, to_mono
 from audio_superres.dsp.blockwise import FileReader, LowresReader, Reader, ResampledReader
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.errors import ConfigError, DataError, PathNotFoundError
-from audio_superres.evaluation import _settle
 from audio_superres.inference import resolve_device, super_resolve_stream
 from audio_superres.module import SuperResolutionModule
+from audio_superres.tasks.evaluate import settle_from_checkpoint
 from audio_superres.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,8 @@ class Upsampler:
             raise ConfigError("pass ckpt_path=CKPT: the checkpoint to super-resolve with")
         ckpt = load_checkpoint(ckpt_path)
         hp = ckpt["hyper_parameters"]
-        ratio = _settle(cfg, "ratio", hp.get("ratio"), ckpt_path)
-        sample_rate = _settle(cfg, "sample_rate", hp.get("sample_rate"), ckpt_path)
+        ratio = settle_from_checkpoint(cfg, "ratio", hp.get("ratio"), ckpt_path)
+        sample_rate = settle_from_checkpoint(cfg, "sample_rate", hp.get("sample_rate"), ckpt_path)
         if sample_rate % ratio:
             raise ConfigError(
                 f"{ckpt_path}: sample_rate {sample_rate} is not a multiple of {ratio}"

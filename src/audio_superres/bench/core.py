@@ -151,7 +151,7 @@ def build_model(name: str, ratio: int = RATIO, device: str | torch.device = "cpu
     from omegaconf import OmegaConf
 
     from audio_superres.checkpoint import instantiate_trusted
-    from audio_superres.training import find_conf_dir
+    from audio_superres.runs import find_conf_dir
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(find_conf_dir()), version_base="1.3"):
@@ -333,7 +333,7 @@ def stream_peak_memory(model_name: str, seconds: Sequence[float],
 
 def _child_peak_memory(model_name: str, seconds: Sequence[float],
                        device: str) -> list[dict[str, Any]]:
-    code = ("import json; from audio_superres.bench import stream_peak_memory as f; "
+    code = ("import json; from audio_superres.bench.core import stream_peak_memory as f; "
             f"print(json.dumps(f({model_name!r}, {list(seconds)!r}, {device!r})))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=False)
@@ -378,7 +378,7 @@ def inference_figures(model_name: str, device: torch.device, short_s: float, lon
 
 def prepare_throughput(hours: float, workers: int, out: Path | None = None) -> float:
     """Hours of 48 kHz FLAC decoded and resampled into a 16 kHz cache per minute."""
-    from audio_superres.data.bench_prepare import make_synthetic_corpus
+    from audio_superres.bench.prepare import make_synthetic_corpus
     from audio_superres.data.cache import build_cache, resolve_workers
     from audio_superres.data.corpora import FolderCorpus
 

@@ -1,6 +1,6 @@
 """Peak RSS and speed of `upsample.py` for short vs long inputs, each in a fresh process.
 
-    python -m audio_superres.bench_upsample --ckpt CKPT [--seconds 30 1800] [--kinds lr lr44k hr]
+    python -m audio_superres.bench.upsample --ckpt CKPT [--seconds 30 1800] [--kinds lr lr44k hr]
 
 tracemalloc sees numpy but not torch's allocator; the resident set size of the whole process is
 what a user pays. Each (input kind, length) runs `python upsample.py ... device=cpu` as its own

@@ -3,70 +3,28 @@
 from __future__ import annotations
 
 import logging
-import platform
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audio_superres.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries
 from audio_superres.errors import PathNotFoundError, config_errors
-from audio_superres.mismatch import format_mismatch, score_under_filters
 from audio_superres.module import SuperResolutionModule
 from audio_superres.report.results import format_table, write_results
-from audio_superres.utils import atomic_write_json, ensure_writable_dir
+from audio_superres.runs import (
+    finish_wandb,
+    library_versions,
+    multirun_group,
+    single_lightning_log,
+    write_status,
+)
+from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
+from audio_superres.utils import ensure_writable_dir
 
 log = logging.getLogger(__name__)
-
-
-def single_lightning_log() -> None:
-    """Print Lightning's messages once: `import lightning` adds its own console handler even
-    when Hydra has already set up logging, which doubles every line."""
-    if logging.getLogger().handlers:
-        logging.getLogger("lightning").handlers.clear()
-
-
-
-def find_conf_dir() -> Path:
-    """The repository's `conf/`: next to the package (editable install) or under the CWD."""
-    candidates = [Path(__file__).resolve().parents[2] / "conf", Path.cwd() / "conf"]
-    for conf in candidates:
-        if (conf / "train.yaml").is_file() and (conf / "model").is_dir():
-            return conf
-    raise FileNotFoundError(
-        "cannot find the Hydra config directory (conf/train.yaml); looked in "
-        + ", ".join(str(c) for c in candidates)
-        + ": run from the repository root"
-    )
-
-
-def library_versions() -> dict[str, str]:
-    """Versions logged with every run, so a result can be traced to its software."""
-    import hydra
-    import lightning
-    import numpy
-    import scipy
-    import torch
-    import torchaudio
-    import torchmetrics
-
-    import audio_superres
-
-    # str(): torch.__version__ is a TorchVersion, which YAML loggers would write as a Python object
-    return {
-        "audio_superres": str(audio_superres.__version__),
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "torchaudio": str(torchaudio.__version__),
-        "lightning": str(lightning.__version__),
-        "hydra": str(hydra.__version__),
-        "torchmetrics": str(torchmetrics.__version__),
-        "numpy": str(numpy.__version__),
-        "scipy": str(scipy.__version__),
-    }
 
 
 def build_module(cfg: DictConfig) -> SuperResolutionModule:
@@ -128,40 +86,6 @@ def single_device_tester(trainer: L.Trainer) -> L.Trainer | None:
         enable_model_summary=False,
         default_root_dir=trainer.default_root_dir,
     )
-
-
-def multirun_group(cfg: DictConfig) -> str | None:
-    """The W&B group shared by every job of a multirun (None for a single run).
-
-    Derived from the job's output directory (`<sweep dir>/<job number>`), so jobs started by
-    any launcher (basic, joblib, submitit) and the end-of-sweep summary agree on it.
-    """
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hc = HydraConfig.get()
-    except ValueError:  # not under @hydra.main
-        return None
-    if hc.mode != RunMode.MULTIRUN:
-        return None
-    return sweep_group(str(cfg.get("task_name", "train")), Path(hc.runtime.output_dir).parent)
-
-
-def sweep_group(task_name: str, sweep_dir: Path) -> str:
-    """`<task>-<sweep dir name>`: the W&B group name of one sweep."""
-    return f"{task_name}-{Path(sweep_dir).name}"
-
-
-def write_status(output_dir: Path, status: str, **extra: Any) -> Path:
-    """status.json in the job dir: running / completed / failed (with the error), so a sweep
-    summary can tell a failed job from one that is still going."""
-    path = output_dir / "status.json"
-    if rank_zero_only.rank != 0:  # DDP: the other ranks share rank 0's directory
-        return path
-    output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, {"status": status, **extra})
-    return path
 
 
 def run_job(cfg: DictConfig) -> float:
@@ -298,13 +222,4 @@ def train(cfg: DictConfig) -> float:
             finalize = getattr(logger, "finalize", None)
             if finalize is not None:
                 finalize("success")
-        _finish_wandb()
-
-
-def _finish_wandb() -> None:
-    """Close the W&B run so the next job of a multirun starts its own."""
-    import sys
-
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
+        finish_wandb()

@@ -1,0 +1,1 @@
+"""Every benchmark, one command: `python -m audio_superres.bench ...` (`make bench`)."""

@@ -1,0 +1,3 @@
+from audio_superres.bench.core import main
+
+raise SystemExit(main())
