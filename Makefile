@@ -62,8 +62,10 @@ models-table: setup
 	$(PY) -m audio_superres.data.demo_speech
 	$(PY) -m audio_superres.report.model_table --minutes 5 --out outputs/models_table/$(NOW)
 
-# Throughput against this machine's own measured peak: one JSON line per figure (README
-# "Performance"). BENCH_ARGS=--quick for a short run; e.g. BENCH_ARGS="peak model --models audiounet".
+# Every benchmark, one command: one JSON line per figure (README "Performance"). Default: peak,
+# model, loader, infer, prepare; also stream, seams, upsample (--ckpt), cache (--corpus-root).
+# BENCH_ARGS=--quick for a short run; e.g. BENCH_ARGS="peak model --models audiounet",
+# BENCH_ARGS="upsample --ckpt CKPT", BENCH_ARGS="cache --corpus-root data/VCTK".
 bench: $(STAMP)
 	$(PY) -m audio_superres.bench $(BENCH_ARGS)
 

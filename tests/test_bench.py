@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from audio_superres import bench
 
@@ -36,14 +37,25 @@ def test_peak_model_loader_figures(tmp_path: Path, tiny_corpus: Path, capsys) ->
     assert bench.main(args) == 0
     rec = _records(capsys)
     peak = rec["machine_peak"][0]
-    _finite_positive(peak, "matmul_fp32_gflops", "conv1d_fp32_gflops")
-    assert peak["conv1d_fp32_gflops"] == max(peak["conv1d_fp32_by_shape"].values())
-    for figure in ("train_throughput", "infer_throughput"):
+    _finite_positive(peak, "matmul_fp32_gflops", "conv1d_forward_fp32_gflops",
+                     "conv1d_train_fp32_gflops", "conv1d_train_vs_forward_fp32")
+    for mode in ("forward", "train"):
+        by_shape = peak[f"conv1d_{mode}_fp32_by_shape"]
+        assert peak[f"conv1d_{mode}_fp32_gflops"] == max(by_shape.values())
+        assert peak[f"conv1d_{mode}_fp32_best_shape"] in by_shape
+    assert set(peak["conv1d_train_fp32_by_shape"]) == set(peak["conv1d_forward_fp32_by_shape"])
+    # training is measured against the training peak, inference against the forward peak
+    for figure, mode in (("train_throughput", "train"), ("infer_throughput", "forward")):
         (r,) = rec[figure]
         assert r["model"] == "audiounet_small" and r["batch_size"] == 1 and r["patch_len"] == 1024
-        _finite_positive(r, "audio_s_per_s", "achieved_gflops", "ratio_to_conv1d_peak", "mfu")
+        _finite_positive(r, "audio_s_per_s", "achieved_gflops", f"ratio_to_conv1d_{mode}_peak",
+                         "mfu")
         assert r["mfu"] == pytest.approx(r["achieved_gflops"] / 1000, abs=1e-4)
-        assert r["peak_conv1d_gflops"] == peak["conv1d_fp32_gflops"]
+        assert r[f"peak_conv1d_{mode}_gflops"] == peak[f"conv1d_{mode}_fp32_gflops"]
+        assert r[f"ratio_to_conv1d_{mode}_peak"] == pytest.approx(
+            r["achieved_gflops"] / r[f"peak_conv1d_{mode}_gflops"], rel=0.05, abs=2e-3)
+        other = "forward" if mode == "train" else "train"
+        assert f"ratio_to_conv1d_{other}_peak" not in r
         # the FLOP count comes from the layers, not a constant
         assert r["forward_gflop_per_audio_s"] == pytest.approx(
             bench.forward_gflop_per_audio_second("audiounet_small"), rel=1e-3)
@@ -78,3 +90,81 @@ def test_bf16_needs_a_gpu_and_unknown_figures_are_refused(capsys) -> None:
         bench.main(["peak", "--device", "cpu", "--precision", "bf16"])
     with pytest.raises(SystemExit):
         bench.main(["nonsense"])
+
+
+def test_training_peak_times_forward_and_both_backward_passes() -> None:
+    """The training peak's step computes the gradients of the input and of the weights."""
+    conv = torch.nn.Conv1d(4, 6, 5, padding=2)
+    x = torch.randn(1, 4, 64)
+    seconds = bench.core.conv1d_seconds(conv, x, torch.device("cpu"), repeats=1, train=True)
+    assert seconds > 0
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    assert not x.requires_grad  # the caller's tensor is left alone
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path: Path) -> Path:
+    """An untrained checkpoint as Lightning writes it (state_dict + hyper_parameters)."""
+    from audio_superres.module import SuperResolutionModule
+
+    torch.manual_seed(0)
+    model = {"_target_": "audio_superres.models.AudioUNet", "ratio": 4, "filters": [8, 8],
+             "kernels": [9, 9], "bottleneck_filters": 8}
+    module = SuperResolutionModule(model=model, ratio=4, sample_rate=16000)
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+def test_stream_and_seams_sections(tiny_corpus: Path, tiny_ckpt: Path, capsys) -> None:
+    files = sorted(str(f) for f in tiny_corpus.rglob("*.wav"))[:2]
+    args = ["stream", "seams", "--quick", "--device", "cpu", "--ckpt", str(tiny_ckpt),
+            "--stream-seconds", "0.5", "1", "--files", *files, "--chunk", "1024",
+            "--overlap", "128"]
+    assert bench.main(args) == 0
+    rec = _records(capsys)
+    assert [r["seconds_audio"] for r in rec["stream_memory"]] == [0.5, 1]
+    for r in rec["stream_memory"]:
+        _finite_positive(r, "peak_host_MiB", "realtime_factor", "ms_per_audio_s")
+    assert [r["file"] for r in rec["inference_seams"]] == files
+    for r in rec["inference_seams"]:
+        assert math.isfinite(r["chunked_vs_whole_snr_db"])
+
+
+@pytest.mark.slow
+def test_upsample_section_runs_upsample_py_per_kind(tiny_corpus: Path, tiny_ckpt: Path,
+                                                    tmp_path: Path, capsys) -> None:
+    speech = [str(next(tiny_corpus.rglob("*.wav")))]
+    args = ["upsample", "--quick", "--ckpt", str(tiny_ckpt), "--upsample-kinds", "lr",
+            "--upsample-seconds", "0.5", "1", "--speech", *speech, "--workdir", str(tmp_path)]
+    assert bench.main(args) == 0
+    rec = _records(capsys)
+    runs = rec["upsample_rss"]
+    assert [(r["kind"], r["seconds_audio"], r["input_rate"]) for r in runs] == [
+        ("lr", 0.5, 4000), ("lr", 1, 4000)]
+    for r in runs:
+        _finite_positive(r, "peak_rss_MiB", "wall_s")
+    (ratio,) = rec["upsample_rss_ratio"]
+    assert (ratio["kind"], ratio["short_s"], ratio["long_s"]) == ("lr", 0.5, 1)
+    _finite_positive(ratio, "rss_ratio")
+
+
+def test_cache_section_prepares_a_folder_corpus(tiny_corpus: Path, tmp_path: Path,
+                                                capsys) -> None:
+    args = ["cache", "--corpus-root", str(tiny_corpus), "--cache-dir", str(tmp_path / "cache"),
+            "--sample-rate", "8000", "--prepare-workers", "1"]
+    assert bench.main(args) == 0
+    (r,) = _records(capsys)["cache_prepare"]
+    assert (r["files"], r["sample_rate"], r["workers"]) == (6, 8000, 1)
+    assert r["hours_audio"] == pytest.approx(6 * 1.5 / 3600, abs=1e-4)
+    assert Path(r["cache"]).is_dir() and Path(r["cache"]).parent == tmp_path / "cache"
+    _finite_positive(r, "hours_per_minute", "peak_rss_mib_main")
+
+
+def test_sections_that_need_inputs_say_so(capsys) -> None:
+    with pytest.raises(SystemExit):
+        bench.main(["upsample"])
+    assert "upsample needs --ckpt" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["cache"])
+    assert "cache needs --corpus-root" in capsys.readouterr().err

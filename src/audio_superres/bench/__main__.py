@@ -1,3 +1,3 @@
-from audio_superres.bench.core import main
+from audio_superres.bench.cli import main
 
 raise SystemExit(main())

@@ -1,36 +1,32 @@
-"""Benchmarks printing one JSON line per figure, each measured against this machine's own limit.
+"""The core figures of `python -m audio_superres.bench` (`peak`, `model`, `loader`, `infer`,
+`prepare`; the command is `bench/cli.py`), each measured against this machine's own limit.
 
-    python -m audio_superres.bench [peak] [model] [loader] [infer] [prepare] [--quick]
-        [--models audiounet audiounet_small tfilm] [--device auto|cpu|cuda] [--precision 32|bf16]
-        [--compile] [--batch-size B] [--patch-len N] [--steps S] [--workers W]
-        [--spec-peak-tflops T]
-
-- `peak`: the machine's measured limit in this run: fp32 matmul GFLOP/s and the best conv1d
-  GFLOP/s over shapes of the paper U-Net's heavy layers (bf16 too on a GPU). Every throughput
-  below is reported as a ratio to this peak, so a busy or different machine still gives a
-  meaningful figure.
+- `peak`: the machine's measured limits in this run: fp32 matmul GFLOP/s and the best conv1d
+  GFLOP/s over shapes of the paper U-Net's heavy layers, for inference (forward only) and for
+  training (forward + backward w.r.t. input and weights, counted as 3x the forward FLOPs); bf16
+  too on a GPU. Every throughput below is reported as a ratio to the matching peak, so a busy or
+  different machine still gives a meaningful figure.
 - `model`: training (make_lowres + forward + loss + backward + Adam) and inference (forward under
   `torch.inference_mode`) of each model: seconds of audio per second, achieved GFLOP/s counted
   from the layers (`models.summary`; a training step counts 3x the forward: backward ~2x) and
-  the ratio to the conv1d peak.
+  the ratio to the conv1d training peak (`ratio_to_conv1d_train_peak`) or forward peak
+  (`ratio_to_conv1d_forward_peak`).
 - `loader`: the training DataLoader alone (batches/s) and, for every trained model, the ratio of
   audio the loader supplies per second to the audio a training step consumes.
 - `infer`: real-time factor of chunked (`inference.super_resolve`) vs whole-file inference, and
   the peak resident memory of streaming a short then a long file
   (`inference.super_resolve_stream`) in a fresh process, so no earlier figure inflates it.
 - `prepare`: corpus preparation (decode + resample into the cache) of synthetic 48 kHz FLAC, in
-  hours of audio per minute (`data.bench_prepare`'s corpus, `data.cache.build_cache`).
+  hours of audio per minute (`bench.prepare`'s corpus, `data.cache.build_cache`).
 
 Timings are best-of-N (the least disturbed repeat on a shared machine). They never enter tests.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
-import os
 import platform
 import shutil
 import subprocess
@@ -44,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-FIGURES = ("peak", "model", "loader", "infer", "prepare")
+CORE_FIGURES = ("peak", "model", "loader", "infer", "prepare")
 DEFAULT_MODELS = ("audiounet", "audiounet_small", "tfilm")
 SAMPLE_RATE = 16000
 RATIO = 4
@@ -112,31 +108,57 @@ def _context(device: torch.device) -> dict[str, Any]:
 # ---- the machine's limit --------------------------------------------------------------------
 
 
+def conv1d_seconds(conv: nn.Module, x: torch.Tensor, device: torch.device, repeats: int,
+                   train: bool) -> float:
+    """Best time of one conv1d forward (`train=False`, under inference_mode) or of forward plus
+    backward w.r.t. both the input and the weights (`train=True`), as in a training step."""
+    if not train:
+        with torch.inference_mode():
+            return best_time(lambda: conv(x), repeats, device)
+    x = x.detach().requires_grad_(True)
+    with torch.no_grad():
+        grad_out = torch.randn_like(conv(x))
+
+    def forward_backward() -> None:
+        x.grad = None
+        conv.zero_grad(set_to_none=True)
+        conv(x).backward(grad_out)
+
+    return best_time(forward_backward, repeats, device)
+
+
 def machine_peak(device: torch.device, quick: bool = False, repeats: int = 3) -> dict[str, Any]:
-    """Measured fp32 matmul and conv1d GFLOP/s (and bf16 on a GPU): the limit of this run."""
+    """Measured limits of this run: fp32 matmul GFLOP/s, and the best conv1d GFLOP/s over the
+    U-Net layer shapes for inference (forward only) and for training (forward + backward w.r.t.
+    input and weights, counted as 3x the forward FLOPs, as the training figures are); bf16 too on
+    a GPU. Training throughput is reported against the training peak, inference against the
+    forward peak."""
     n = 512 if quick else (8192 if device.type == "cuda" else 2048)
     shapes = CONV_SHAPES_QUICK if quick else CONV_SHAPES
     out: dict[str, Any] = {}
     dtypes = [("fp32", torch.float32)] + ([("bf16", torch.bfloat16)]
                                           if device.type == "cuda" else [])
-    with torch.inference_mode():
-        for tag, dtype in dtypes:
+    for tag, dtype in dtypes:
+        with torch.inference_mode():
             a = torch.randn(n, n, device=device, dtype=dtype)
             b = torch.randn(n, n, device=device, dtype=dtype)
             out[f"matmul_{tag}_gflops"] = round(
                 2 * n**3 / best_time(lambda a=a, b=b: a @ b, repeats, device) / 1e9, 1)
+        for mode, flop_factor in (("forward", 1), ("train", 3)):
             per_shape = {}
             for batch, cin, cout, k, length in shapes:
                 batch *= 32 if device.type == "cuda" else 1  # enough work to fill a GPU
                 conv = nn.Conv1d(cin, cout, k, padding=k // 2).to(device, dtype)
                 x = torch.randn(batch, cin, length, device=device, dtype=dtype)
-                flops = 2 * batch * length * cin * cout * k
-                seconds = best_time(lambda conv=conv, x=x: conv(x), repeats, device)
+                flops = flop_factor * 2 * batch * length * cin * cout * k
+                seconds = conv1d_seconds(conv, x, device, repeats, train=mode == "train")
                 per_shape[f"{batch}x{cin}->{cout}k{k}L{length}"] = round(flops / seconds / 1e9, 1)
             best = max(per_shape, key=per_shape.__getitem__)
-            out[f"conv1d_{tag}_gflops"] = per_shape[best]
-            out[f"conv1d_{tag}_best_shape"] = best
-            out[f"conv1d_{tag}_by_shape"] = per_shape
+            out[f"conv1d_{mode}_{tag}_gflops"] = per_shape[best]
+            out[f"conv1d_{mode}_{tag}_best_shape"] = best
+            out[f"conv1d_{mode}_{tag}_by_shape"] = per_shape
+        out[f"conv1d_train_vs_forward_{tag}"] = round(
+            out[f"conv1d_train_{tag}_gflops"] / out[f"conv1d_forward_{tag}_gflops"], 3)
     emit({"figure": "machine_peak", **_context(device), "matmul_n": n, **out})
     return out
 
@@ -206,8 +228,7 @@ def model_throughput(
     patch_len -= patch_len % RATIO
     hr = 0.1 * torch.randn(batch_size, patch_len, device=device)
     audio_s = batch_size * patch_len / SAMPLE_RATE
-    peak_key = "conv1d_bf16_gflops" if precision == "bf16" else "conv1d_fp32_gflops"
-    peak_gflops = (peak or {}).get(peak_key)
+    dtype_tag = "bf16" if precision == "bf16" else "fp32"
     settings = {"model": name, "batch_size": batch_size, "patch_len": patch_len, "ratio": RATIO,
                 "precision": precision, "compile": compile_model, "fused_adam": fused_adam,
                 "steps": steps,
@@ -228,7 +249,8 @@ def model_throughput(
             run(lr_in)
 
     rates = {}
-    for kind, fn, flop_factor in (("train", train_step, 3.0), ("infer", infer, 1.0)):
+    for kind, fn, flop_factor, peak_mode in (("train", train_step, 3.0, "train"),
+                                             ("infer", infer, 1.0, "forward")):
         model.train(kind == "train")
         seconds = best_time(fn, steps, device)
         audio_rate = audio_s / seconds
@@ -236,9 +258,10 @@ def model_throughput(
         record = {"figure": f"{kind}_throughput", **settings,
                   "step_s": round(seconds, 4), "audio_s_per_s": round(audio_rate, 3),
                   "achieved_gflops": round(gflops, 2)}
-        if peak_gflops:
-            record["peak_conv1d_gflops"] = peak_gflops
-            record["ratio_to_conv1d_peak"] = round(gflops / peak_gflops, 3)
+        peak_gflops = (peak or {}).get(f"conv1d_{peak_mode}_{dtype_tag}_gflops")
+        if peak_gflops:  # training against the training peak, inference against the forward
+            record[f"peak_conv1d_{peak_mode}_gflops"] = peak_gflops
+            record[f"ratio_to_conv1d_{peak_mode}_peak"] = round(gflops / peak_gflops, 3)
         if spec_peak_tflops:  # model FLOP utilisation against the vendor's dense peak
             record["spec_peak_tflops"] = spec_peak_tflops
             record["mfu"] = round(gflops / (1000 * spec_peak_tflops), 4)
@@ -407,76 +430,3 @@ def _workdir(out: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="audio_superres_bench_") as tmp:
         yield Path(tmp)
-
-
-# ---- command line ---------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="*", choices=[*FIGURES, []],
-                        help=f"figures to measure (default: all of {' '.join(FIGURES)})")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (tests, busy machines)")
-    parser.add_argument("--models", nargs="+", default=None,
-                        help=f"conf/model names (default: {' '.join(DEFAULT_MODELS)})")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", choices=["32", "bf16"], default="32")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--no-fused-adam", action="store_true", help="torch's per-op Adam loop")
-    parser.add_argument("--spec-peak-tflops", type=float, default=None,
-                        help="vendor peak for MFU, e.g. 989 (H100 SXM dense bf16)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: per model")
-    parser.add_argument("--patch-len", type=int, default=None, help="HR samples (8192)")
-    parser.add_argument("--steps", type=int, default=None, help="timed repeats (best of)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    parser.add_argument("--loader-batches", type=int, default=None)
-    parser.add_argument("--data-root", default=None, help="a folder corpus (default: demo)")
-    parser.add_argument("--cache-dir", default="data/cache")
-    parser.add_argument("--infer-model", default="audiounet_small")
-    parser.add_argument("--infer-seconds", type=float, nargs=2, default=None,
-                        metavar=("SHORT", "LONG"), help="default 10 600 (quick: 2 20)")
-    parser.add_argument("--prepare-hours", type=float, default=None)
-    parser.add_argument("--prepare-workers", type=int, default=-1)
-    args = parser.parse_args(argv)
-    what = set(args.what or FIGURES)
-    device = resolve_device(args.device)
-    if args.precision == "bf16" and device.type != "cuda":
-        parser.error("--precision bf16 is for a GPU (CPU bf16 matmuls are emulated here)")
-    quick = args.quick
-    steps = args.steps or (1 if quick else 2)
-    patch_len = args.patch_len or (2048 if quick else 8192)
-
-    peak = machine_peak(device, quick) if "peak" in what else None
-    trained: dict[str, tuple[int, float]] = {}
-    if "model" in what:
-        for name in args.models or (["audiounet_small"] if quick else DEFAULT_MODELS):
-            batch = args.batch_size or default_batch(name, device, quick)
-            rates = model_throughput(name, device, peak, batch_size=batch, patch_len=patch_len,
-                                     steps=steps, precision=args.precision,
-                                     compile_model=args.compile,
-                                     fused_adam=not args.no_fused_adam,
-                                     spec_peak_tflops=args.spec_peak_tflops)
-            trained[name] = (batch, rates["train"])
-    if "loader" in what:
-        batch = args.batch_size or 16
-        batches = args.loader_batches or (20 if quick else 300)
-        supplied = loader_throughput(batch, patch_len, batches,
-                                     args.workers, args.data_root, args.cache_dir)
-        for name, (train_batch, consumed) in trained.items():
-            emit({"figure": "loader_vs_train", "model": name, "num_workers": args.workers,
-                  "train_batch_size": train_batch, "loader_batch_size": batch,
-                  "loader_audio_s_per_s": round(supplied, 2),
-                  "train_audio_s_per_s": round(consumed, 3),
-                  "ratio": round(supplied / consumed, 1)})
-    if "infer" in what:
-        short_s, long_s = args.infer_seconds or ((2.0, 20.0) if quick else (10.0, 600.0))
-        inference_figures(args.infer_model, device, short_s, long_s, steps)
-    if "prepare" in what:
-        hours = args.prepare_hours or (0.005 if quick else 0.25)
-        prepare_throughput(hours, args.prepare_workers)
-    return 0
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    raise SystemExit(main())

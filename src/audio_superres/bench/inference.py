@@ -1,10 +1,13 @@
-"""Chunked inference measured: peak memory and speed per input length, and chunked vs
-whole-file output on real recordings (`python -m audio_superres.bench.inference --bench`)."""
+"""Chunked inference measured: peak memory and speed per input length (`stream`), and chunked vs
+whole-file output on real recordings (`seams`).
+
+    python -m audio_superres.bench stream seams [--ckpt CKPT | --infer-model tfilm_small]
+        [--stream-seconds 30 1800] [--files a.wav ...] [--chunk N --overlap N]
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from audio_superres.bench.core import emit
 from audio_superres.inference import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK,
@@ -30,7 +34,7 @@ def snr_db(pred: np.ndarray, ref: np.ndarray) -> float:
     return float(snr(torch.as_tensor(pred).reshape(1, -1), torch.as_tensor(ref).reshape(1, -1)))
 
 
-def _bench_memory(
+def stream_figures(
     model: nn.Module, ratio: int, lr_rate: int, seconds: Sequence[float], device: str, **kw: Any
 ) -> None:
     """Peak Python/numpy memory (tracemalloc), peak CUDA memory and speed per input length."""
@@ -64,7 +68,7 @@ def _bench_memory(
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         row = {
-            "bench": "inference_memory",
+            "figure": "stream_memory",
             "device": str(dev),
             "seconds_audio": s,
             "peak_host_MiB": round(peak / 2**20, 2),
@@ -76,10 +80,10 @@ def _bench_memory(
         }
         if dev.type == "cuda":
             row["peak_cuda_MiB"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        print(json.dumps(row), flush=True)
+        emit(row)
 
 
-def _bench_seams(
+def seam_figures(
     model: nn.Module, ratio: int, sample_rate: int, lowpass: Any, files: Sequence[str], **kw: Any
 ) -> None:
     """Chunked vs whole-file output on real recordings (made LR with the training filter)."""
@@ -95,30 +99,52 @@ def _bench_seams(
         with torch.inference_mode():
             whole = model(lr)[0].numpy()
         chunked = super_resolve(model, lr[0], ratio, device="cpu", **kw).numpy()
-        print(
-            json.dumps(
-                {
-                    "bench": "inference_seams",
-                    "file": str(f),
-                    "seconds": round(hr.shape[-1] / sample_rate, 2),
-                    "chunked_vs_whole_snr_db": round(snr_db(chunked, whole), 2),
-                }
-            ),
-            flush=True,
+        emit(
+            {
+                "figure": "inference_seams",
+                "file": str(f),
+                "seconds": round(hr.shape[-1] / sample_rate, 2),
+                "chunked_vs_whole_snr_db": round(snr_db(chunked, whole), 2),
+            }
         )
 
 
+def load_bench_model(
+    ckpt: str | None, model_name: str = "audiounet_small", final_std: float = 0.3, seed: int = 0
+) -> tuple[nn.Module, int, int, Any]:
+    """(model, ratio, sample_rate, lowpass): a checkpoint's, or else a conf/model config randomly
+    initialised with its last conv scaled to std `final_std`, so the net, not its cubic skip,
+    shapes the output (as in tests/test_inference.py)."""
+    from audio_superres.checkpoint import load_checkpoint
+
+    if ckpt:
+        from audio_superres.module import SuperResolutionModule
+
+        state = load_checkpoint(ckpt)
+        hp = state["hyper_parameters"]
+        module = SuperResolutionModule(
+            model=hp["model"], ratio=hp["ratio"], sample_rate=hp["sample_rate"],
+            lowpass=hp["lowpass"],
+        )
+        module.load_state_dict(state["state_dict"])
+        return module.model, module.ratio, module.sample_rate, hp["lowpass"]
+    from audio_superres.bench.core import RATIO, SAMPLE_RATE, build_model
+
+    torch.manual_seed(seed)
+    model = build_model(model_name, RATIO)
+    final = getattr(model, "final", None)
+    if isinstance(final, nn.Conv1d):
+        nn.init.normal_(final.weight, std=final_std)
+    return model, RATIO, SAMPLE_RATE, "chebyshev"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m audio_superres.bench.inference --bench --ckpt CKPT [--seconds 30 1800]`."""
+    """`python -m audio_superres.bench.inference --bench ...`: the `stream` and `seams` sections
+    of `python -m audio_superres.bench` alone."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bench", action="store_true", help="measure memory, speed and seams")
-    p.add_argument("--ckpt", help="checkpoint (default: an untrained demo-size AudioUNet)")
-    p.add_argument(
-        "--model",
-        help="instead of a checkpoint: a conf/model name (e.g. tfilm_small), randomly "
-        "initialised with its last conv scaled to std --final-std so the net, not its cubic "
-        "skip, shapes the output (as in tests/test_inference.py)",
-    )
+    p.add_argument("--ckpt", help="checkpoint (default: an untrained --model)")
+    p.add_argument("--model", default="audiounet_small", help="a conf/model name, untrained")
     p.add_argument("--final-std", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seconds", type=float, nargs="*", default=[30.0, 1800.0])
@@ -130,52 +156,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not args.bench:
         p.error("nothing to do: pass --bench")
-    from audio_superres.checkpoint import instantiate_trusted, load_checkpoint
-
-    if args.ckpt:
-        from audio_superres.module import SuperResolutionModule
-
-        ckpt = load_checkpoint(args.ckpt)
-        hp = ckpt["hyper_parameters"]
-        module = SuperResolutionModule(
-            model=hp["model"],
-            ratio=hp["ratio"],
-            sample_rate=hp["sample_rate"],
-            lowpass=hp["lowpass"],
-        )
-        module.load_state_dict(ckpt["state_dict"])
-        model, ratio, sr = module.model, module.ratio, module.sample_rate
-        lowpass = hp["lowpass"]
-    elif args.model:
-        from hydra import compose, initialize_config_dir
-        from omegaconf import OmegaConf
-
-        from audio_superres.runs import find_conf_dir
-
-        ratio, sr, lowpass = 4, 16000, "chebyshev"
-        with initialize_config_dir(config_dir=str(find_conf_dir()), version_base="1.3"):
-            cfg = compose("train", overrides=[f"model={args.model}", f"ratio={ratio}"])
-        torch.manual_seed(args.seed)
-        model = instantiate_trusted(OmegaConf.to_container(cfg.model, resolve=True))
-        final = getattr(model, "final", None)
-        if isinstance(final, nn.Conv1d):
-            nn.init.normal_(final.weight, std=args.final_std)
-    else:
-        ratio, sr, lowpass = 4, 16000, "chebyshev"
-        model = instantiate_trusted(
-            {
-                "_target_": "audio_superres.models.AudioUNet",
-                "ratio": ratio,
-                "filters": [32, 64, 128, 128],
-                "kernels": [9, 9, 9, 9],
-                "bottleneck_filters": 128,
-            }
-        )
+    model, ratio, sr, lowpass = load_bench_model(args.ckpt, args.model, args.final_std, args.seed)
     kw = {"chunk": args.chunk, "overlap": args.overlap, "batch_size": args.batch_size}
     if args.files:
-        _bench_seams(model, ratio, sr, lowpass, args.files, **kw)
+        seam_figures(model, ratio, sr, lowpass, args.files, **kw)
     if args.seconds:
-        _bench_memory(model, ratio, sr // ratio, args.seconds, args.device, **kw)
+        stream_figures(model, ratio, sr // ratio, args.seconds, args.device, **kw)
 
 
 if __name__ == "__main__":

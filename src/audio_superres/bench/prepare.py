@@ -1,11 +1,14 @@
-"""Measure cache preparation: hours of audio per minute and peak memory, on synthetic audio.
+"""Measure cache preparation: hours of audio per minute and peak memory.
 
+    python -m audio_superres.bench cache --corpus-root ROOT [--sample-rate 16000] [--workers -1]
     python -m audio_superres.bench.prepare --hours 1 --out /tmp/synth48k \
         [--target-sr 16000 48000] [--workers -1]
 
-Writes (once) a VCTK-like corpus of `--hours` of 48 kHz 24-bit FLAC (2-6 s files, 20
-speakers), then prepares its cache at each target rate in a fresh process (the cache CLI), so
-the peak RSS it reports is that of the preparation alone. Run it on an idle machine.
+`cache` prepares (decodes + resamples into the cache) any folder corpus and prints its throughput
+and the peak resident memory of the process and of its largest decoding worker. The module's own
+command writes (once) a VCTK-like corpus of `--hours` of 48 kHz 24-bit FLAC (2-6 s files, 20
+speakers), then runs `cache` on it at each target rate in a fresh process, so the peak RSS
+reported is that of the preparation alone. Run it on an idle machine.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 
 from audio_superres.utils import atomic_path, atomic_write_json
 
-__all__ = ["main", "make_synthetic_corpus"]
+__all__ = ["main", "make_synthetic_corpus", "prepare_folder"]
 
 SR = 48_000
 
@@ -68,6 +72,46 @@ def make_synthetic_corpus(out: Path, hours: float, seed: int = 0) -> dict[str, f
     return info
 
 
+def prepare_folder(
+    root: Path,
+    sample_rate: int = 16000,
+    cache_dir: Path = Path("data/cache"),
+    workers: int = -1,
+    trim_silence: bool = False,
+    on_bad_file: str = "error",
+) -> dict[str, Any]:
+    """Prepare the cache of a folder corpus; emit and return its throughput and peak memory."""
+    import resource
+
+    from audio_superres.bench.core import emit
+    from audio_superres.data.cache import build_cache, resolve_workers
+    from audio_superres.data.corpora import FolderCorpus
+
+    corpus = FolderCorpus(root, trim_silence=trim_silence)
+    t0 = time.monotonic()
+    cached = build_cache(corpus, sample_rate, cache_dir, workers, on_bad_file=on_bad_file)
+    seconds = time.monotonic() - t0
+    hours = cached.duration_s / 3600
+    n_workers = resolve_workers(workers)
+    record = {
+        "figure": "cache_prepare",
+        "corpus": str(root),
+        "cache": str(cached.path),
+        "files": len(cached),
+        "hours_audio": round(hours, 4),
+        "sample_rate": cached.sample_rate,
+        "workers": n_workers,
+        "wall_s": round(seconds, 2),
+        "hours_per_minute": round(hours / max(seconds, 1e-9) * 60, 4),
+        "peak_rss_mib_main": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    if n_workers > 1:
+        record["peak_rss_mib_largest_worker"] = round(
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+        )
+    return emit(record)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=1.0)
@@ -84,13 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd = [
             sys.executable,
             "-m",
-            "audio_superres.data.cache",
+            "audio_superres.bench",
+            "cache",
+            "--corpus-root",
             str(corpus),
             "--sample-rate",
             str(sr),
             "--cache-dir",
             str(cache_dir),
-            "--workers",
+            "--prepare-workers",
             str(args.workers),
         ]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)

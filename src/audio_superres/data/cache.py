@@ -16,12 +16,12 @@ log of the files already written, committed only after their samples are on disk
 interrupted build resumes where it stopped; a torn last record or unlogged samples are cut off,
 never used. A lock in that folder makes concurrent builds of the same cache wait for each other.
 
-    python -m audio_superres.data.cache ROOT [--sample-rate 16000] [--workers -1]
+Preparing a folder corpus from the command line, with its throughput and peak memory:
+`python -m audio_superres.bench cache --corpus-root ROOT [--sample-rate 16000]`.
 """
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import json
@@ -53,7 +53,6 @@ __all__ = [
     "CachedCorpus",
     "build_cache",
     "cache_key",
-    "main",
     "ordered_map",
     "resolve_workers",
 ]
@@ -597,40 +596,3 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Prepare the cache of a folder corpus and print throughput and peak memory."""
-    import resource
-
-    from audio_superres.data.corpora import FolderCorpus
-
-    parser = argparse.ArgumentParser(description="Prepare (decode + resample) a corpus cache.")
-    parser.add_argument("root", type=Path, help="corpus folder: root/<speaker>/*.{wav,flac,ogg}")
-    parser.add_argument("--sample-rate", type=int, default=16000)
-    parser.add_argument("--cache-dir", type=Path, default=Path("data/cache"))
-    parser.add_argument("--workers", type=int, default=-1, help="decoding processes (-1: all)")
-    parser.add_argument("--trim-silence", action="store_true")
-    parser.add_argument("--on-bad-file", choices=BAD_FILE_POLICIES, default="error")
-    args = parser.parse_args(argv)
-    corpus = FolderCorpus(args.root, trim_silence=args.trim_silence)
-    t0 = time.monotonic()
-    cached = build_cache(
-        corpus, args.sample_rate, args.cache_dir, args.workers, on_bad_file=args.on_bad_file
-    )
-    seconds = time.monotonic() - t0
-    hours = cached.duration_s / 3600
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    workers = resolve_workers(args.workers)
-    pool = f"{children:.0f} MiB (largest worker)" if workers > 1 else "no worker processes"
-    print(
-        f"{cached.path}: {len(cached)} files, {hours:.3f} h at {cached.sample_rate} Hz in "
-        f"{seconds:.1f} s = {hours / max(seconds, 1e-9) * 60:.2f} h of audio per minute "
-        f"({workers} worker{'s' if workers > 1 else ''}); peak RSS {own:.0f} MiB (main), {pool}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
