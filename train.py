@@ -6,7 +6,8 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Returns the best validation SNR (dB), the value a Hydra sweeper optimises."""
+    """Returns the best validation value of `optimized_metric` (default val/snr, in dB), the
+    value a Hydra sweeper (conf/hparams_search/) optimises."""
     from audio_superres.errors import run_task
     from audio_superres.tasks.train import run_job
 

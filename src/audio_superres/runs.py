@@ -19,6 +19,28 @@ def single_lightning_log() -> None:
     when Hydra has already set up logging, which doubles every line."""
     if logging.getLogger().handlers:
         logging.getLogger("lightning").handlers.clear()
+    quiet_lightning_console()
+
+
+class _DropLightningAdverts(logging.Filter):
+    """Drops Lightning's advertisement for its cloud logger (printed at every Trainer)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg).lower()
+
+
+def quiet_lightning_console() -> None:
+    """Keep noise the user cannot act on out of the console: Lightning's "Tip: ... litlogger"
+    (`logger_connector.py`, once per Trainer) and Lightning's own use of a torch API that torch
+    2.11 deprecates (`utilities/_pytree.py`, LeafSpec). Idempotent."""
+    import warnings
+
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropLightningAdverts) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_DropLightningAdverts())
+    warnings.filterwarnings(
+        "ignore", message=r".*isinstance\(treespec, LeafSpec\)", module="lightning"
+    )
 
 
 
@@ -102,3 +124,23 @@ def finish_wandb() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()
+
+
+def apply_extras(cfg: DictConfig) -> None:
+    """The `extras` of a config: `ignore_warnings` silences Python warnings for the run;
+    `print_config` logs the resolved config as YAML (unresolved when a value is still missing,
+    so the error about it comes from where it is used, with its own message)."""
+    import warnings
+
+    from omegaconf import OmegaConf
+
+    extras = cfg.get("extras") or {}
+    if extras.get("ignore_warnings"):
+        logging.getLogger(__name__).info("extras.ignore_warnings: Python warnings are silenced")
+        warnings.filterwarnings("ignore")
+    if extras.get("print_config"):
+        try:
+            text = OmegaConf.to_yaml(cfg, resolve=True)
+        except Exception:  # a missing (???) or failing value: show it as written
+            text = OmegaConf.to_yaml(cfg)
+        logging.getLogger(__name__).info("config:\n%s", text)

@@ -15,12 +15,14 @@ from audio_superres.errors import PathNotFoundError, config_errors
 from audio_superres.module import SuperResolutionModule
 from audio_superres.report.results import format_table, write_results
 from audio_superres.runs import (
+    apply_extras,
     finish_wandb,
     library_versions,
     multirun_group,
     single_lightning_log,
     write_status,
 )
+from audio_superres.tasks.best_metric import BestMetric
 from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
 from audio_superres.utils import ensure_writable_dir
 
@@ -113,8 +115,13 @@ def run_job(cfg: DictConfig) -> float:
             raise
         log.exception("job failed (recorded in %s)", output_dir / "status.json")
         return float("nan")
-    write_status(output_dir, "completed", best_val_snr=score)
+    write_status(output_dir, "completed", optimized_metric=optimized_metric(cfg), best=score)
     return score
+
+
+def optimized_metric(cfg: DictConfig) -> str:
+    """The metric whose best validation value train.py returns (default val/snr)."""
+    return str(cfg.get("optimized_metric") or "val/snr")
 
 
 def check_resumable(ckpt_path: str, cfg: DictConfig) -> None:
@@ -130,8 +137,10 @@ def check_resumable(ckpt_path: str, cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig) -> float:
-    """Fit, test the best checkpoint, write metrics.json; return the best validation SNR."""
+    """Fit, test the best checkpoint, write metrics.json; return the best validation value of
+    `optimized_metric` (val/snr by default), the value a Hydra sweeper optimises."""
     single_lightning_log()
+    apply_extras(cfg)
     L.seed_everything(cfg.seed, workers=True)
     versions = library_versions()
     log.info("seed %s, versions %s", cfg.seed, versions)
@@ -152,6 +161,8 @@ def train(cfg: DictConfig) -> float:
         module = build_module(cfg)
     with config_errors("callbacks"):
         callbacks = instantiate_group(cfg.get("callbacks"))
+    best_metric = BestMetric(optimized_metric(cfg))
+    callbacks.append(best_metric)
     with config_errors("logger"):
         loggers = instantiate_group(cfg.get("logger"))
 
@@ -183,8 +194,10 @@ def train(cfg: DictConfig) -> float:
         best_path = best.best_model_path if best is not None and best.best_model_path else None
         best_score = float(best.best_model_score) if best_path else float("nan")
         log.info("best checkpoint: %s (val/snr %.3f)", best_path, best_score)
+        result = best_metric.result()
+        log.info("best %s: %.4f (%s)", best_metric.metric, result, best_metric.mode)
         if not cfg.get("test_after_fit", True):
-            return best_score
+            return result
 
         test_ckpt = best_path or str(ckpt_dir / "last.ckpt")
         meta = {
@@ -203,7 +216,7 @@ def train(cfg: DictConfig) -> float:
             # files twice) and leave each rank with only its share of the per-file rows.
             trainer = single_device_tester(trainer)
             if trainer is None:
-                return best_score
+                return result
         if cfg.get("test_lowpass"):
             metrics_path, results = score_under_filters(
                 trainer, module, datamodule, cfg.test_lowpass, output_dir, meta, test_ckpt
@@ -216,7 +229,7 @@ def train(cfg: DictConfig) -> float:
             )
             print(format_table(module.test_summary))
         print(metrics_path)
-        return best_score
+        return result
     finally:
         for logger in trainer.loggers:
             finalize = getattr(logger, "finalize", None)
