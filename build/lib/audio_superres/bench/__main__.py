@@ -1,0 +1,3 @@
+from audio_superres.bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""Errors a user can fix, and how the command-line entry points show them.
+
+A research run that stops on a corrupt file, a missing folder or a checkpoint of another ratio
+should say so in one line naming the file and the problem, not in a 40-line traceback through
+Lightning. Exceptions of these classes carry such a line; `run_task` prints it (and exits with
+status 1) in a single run, and lets it propagate in a multirun so that Hydra records the job as
+failed and goes on with the others. Anything else is a bug and keeps its full traceback.
+The classes also derive from the built-in type a caller would expect (ValueError, OSError, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "OutputError",
+    "PathNotFoundError",
+    "UserFacingError",
+    "config_errors",
+    "one_line",
+    "run_task",
+]
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+
+class UserFacingError(Exception):
+    """A problem with the user's input, config or machine; its message is the whole story."""
+
+
+class ConfigError(UserFacingError, ValueError):
+    """A config value that cannot work (ratio vs. model, patch length, unknown option...)."""
+
+
+class DataError(UserFacingError, ValueError):
+    """A corpus that cannot be used as asked (layout, speakers, no usable file)."""
+
+
+class PathNotFoundError(UserFacingError, FileNotFoundError):
+    """A file or folder the run needs does not exist."""
+
+
+class OutputError(UserFacingError, OSError):
+    """An output that cannot be written: disk full, read-only or not a directory."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of `exc` on one line (first line; the type name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except (ImportError, ValueError):
+        return False
+
+
+def run_task(task: Callable[[Any], R], cfg: Any) -> R:
+    """Run a Hydra task function; a UserFacingError becomes one line on stderr and exit 1.
+
+    In a multirun the error is logged and re-raised, so that Hydra marks that job as failed
+    while the sweep runs every other job. HYDRA_FULL_ERROR=1 keeps the full traceback.
+    """
+    try:
+        return task(cfg)
+    except UserFacingError as exc:
+        message = one_line(exc)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise  # the developer asked for the whole traceback
+        if _is_multirun():
+            log.error("%s", message)
+            raise
+        raise SystemExit(f"Error: {message}") from None
+
+
+@contextmanager
+def config_errors(what: str) -> Iterator[None]:
+    """Turn a ValueError/TypeError raised while building `what` from the config into a
+    ConfigError naming the config key, so a bad setting stops the run before training starts
+    with one line instead of Hydra's multi-line InstantiationException."""
+    from hydra.errors import InstantiationException
+
+    try:
+        yield
+    except UserFacingError:
+        raise
+    except (InstantiationException, ValueError, TypeError) as exc:
+        cause: BaseException = exc
+        key = what
+        if isinstance(exc, InstantiationException):
+            found = re.search(r"^full_key: (\S+)", str(exc), re.M)
+            key = found.group(1) if found else what
+            cause = exc.__cause__ or exc
+            if isinstance(cause, UserFacingError):
+                raise cause from exc
+        if not isinstance(cause, (InstantiationException, ValueError, TypeError)):
+            raise
+        raise ConfigError(f"invalid config ({key}): {one_line(cause)}") from exc

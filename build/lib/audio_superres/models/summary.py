@@ -1,0 +1,216 @@
+"""Parameter count and forward cost of a model config, counted from its layers.
+
+    python -m audio_superres.models.summary model=NAME ratio=R [sample_rate=SR] [model.x=...]
+
+The arguments are Hydra overrides of `conf/train.yaml`. The cost is measured, not looked up:
+forward hooks count the multiply-accumulates (MACs) of every layer during one real forward pass
+over one second of low-res input, and GFLOP = 2 x GMAC. Counted: Conv1d and Linear (weights),
+LSTM (gate matmuls and cell products), BatchNorm (one per element), TFiLM's scaling (one per
+element) and the cubic spline (a 58-tap filter per output sample). Not counted: biases,
+activations, pooling, dropout, additions and reshapes, the convention of REFERENCE section 2
+(71.7 GMAC per 8192-sample patch for the paper U-Net). The CLI builds the model on PyTorch's
+`meta` device (shapes only, no memory, no arithmetic), which gives the same counts instantly.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from audio_superres.dsp import cubic as _cubic
+from audio_superres.dsp.cubic import CubicUpsample
+from audio_superres.models.layers import count_parameters
+from audio_superres.models.tfilm import TFiLM
+
+__all__ = ["count_macs", "main", "model_summary"]
+
+SPLINE_TAPS = _cubic._C  # low-res samples each interior output sample of the spline combines
+
+
+def _first(x: Any) -> Tensor:
+    return x[0] if isinstance(x, (tuple, list)) else x
+
+
+def _conv_macs(m: nn.Conv1d, inputs: tuple, output: Tensor) -> int:
+    return output.numel() * (m.in_channels // m.groups) * m.kernel_size[0]
+
+
+def _linear_macs(m: nn.Linear, inputs: tuple, output: Tensor) -> int:
+    return output.numel() * m.in_features
+
+
+def _lstm_macs(m: nn.LSTM, inputs: tuple, output: Any) -> int:
+    x = inputs[0]
+    if isinstance(x, nn.utils.rnn.PackedSequence):
+        steps = x.data.shape[0]
+    else:
+        steps = x.numel() // m.input_size  # batch * time, batched or not
+    h, dirs = m.hidden_size, 2 if m.bidirectional else 1
+    out = m.proj_size or h  # with proj_size the recurrent state and the output are projected
+    total = 0
+    for layer in range(m.num_layers):
+        cin = m.input_size if layer == 0 else out * dirs
+        # 4 gates; c = f*c + i*g; h = o*tanh(c); then the projection h -> proj_size if any
+        total += dirs * (4 * h * (cin + out) + 3 * h + (h * out if m.proj_size else 0))
+    return steps * total
+
+
+def _elementwise_macs(m: nn.Module, inputs: tuple, output: Any) -> int:
+    return _first(output).numel()
+
+
+def _spline_macs(m: nn.Module, inputs: tuple, output: Tensor) -> int:
+    return output.numel() * SPLINE_TAPS
+
+
+MAC_COUNTERS: dict[type[nn.Module], Callable[[Any, tuple, Any], int]] = {
+    nn.Conv1d: _conv_macs,
+    nn.Linear: _linear_macs,
+    nn.LSTM: _lstm_macs,
+    nn.BatchNorm1d: _elementwise_macs,
+    TFiLM: _elementwise_macs,  # its own multiply; its LSTM is counted as an LSTM
+    CubicUpsample: _spline_macs,
+}
+
+
+def count_macs(model: nn.Module, *inputs: Tensor) -> dict[str, int]:
+    """MACs of one `model(*inputs)` call, by layer type, counted by forward hooks."""
+    counts: dict[str, int] = defaultdict(int)
+
+    def hook_for(counter: Callable[[Any, tuple, Any], int]) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            counts[type(module).__name__] += int(counter(module, args, output))
+
+        return hook
+
+    handles = []
+    for module in model.modules():
+        for cls, counter in MAC_COUNTERS.items():
+            if isinstance(module, cls):
+                handles.append(module.register_forward_hook(hook_for(counter)))
+                break
+    try:
+        model(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return dict(counts)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def model_summary(
+    model: nn.Module, ratio: int, sample_rate: int, seconds: float = 1.0
+) -> dict[str, Any]:
+    """Parameters and forward cost per second of audio of `model` (LR `(B, m)` -> `(B, m*r)`).
+
+    Runs one eval-mode forward on `ceil(seconds * sample_rate / ratio)` low-res samples (batch 1)
+    on the model's device (`meta` works and costs nothing) and normalises the counted MACs by
+    the high-res duration actually covered. The model's train/eval mode is restored.
+    """
+    ratio, sample_rate = int(ratio), int(sample_rate)
+    m = max(1, math.ceil(seconds * sample_rate / ratio))
+    covered = m * ratio / sample_rate
+    lr = torch.zeros(1, m, device=_model_device(model))
+    was_training = model.training
+    model.eval()
+    try:
+        by_layer = count_macs(model, lr)
+    finally:
+        model.train(was_training)
+    macs = sum(by_layer.values())
+    return {
+        "parameters": count_parameters(model),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "ratio": ratio,
+        "sample_rate": sample_rate,
+        "lr_samples": m,
+        "hr_samples": m * ratio,
+        "seconds": covered,
+        "macs_per_second": macs / covered,
+        "gmac_per_second": macs / covered / 1e9,
+        "gflop_per_second": 2 * macs / covered / 1e9,
+        "macs_by_layer": {k: v / covered for k, v in sorted(by_layer.items())},
+    }
+
+
+# ---- command line ------------------------------------------------------------------------------
+def _fmt(x: float) -> str:
+    return f"{x:.1f}" if x >= 100 else f"{x:.4g}"
+
+
+def _build(model_cfg: dict[str, Any], device: str) -> nn.Module:
+    from audio_superres.checkpoint import instantiate_trusted
+
+    with torch.device(device):
+        return instantiate_trusted(model_cfg, "model")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from audio_superres.runs import find_conf_dir
+
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in overrides):
+        print(__doc__.strip())
+        return 0
+    conf = find_conf_dir()
+    valid = sorted(p.stem for p in (conf / "model").glob("*.yaml"))
+    for arg in overrides:
+        if arg.startswith("model="):
+            name = arg.split("=", 1)[1]
+            if name not in valid:
+                print(
+                    f"error: unknown model '{name}'; valid models: {', '.join(valid)}",
+                    file=sys.stderr,
+                )
+                return 2
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    except Exception as exc:  # noqa: BLE001 - any bad override: say which, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        GlobalHydra.instance().clear()
+    name = cfg.hydra.runtime.choices.get("model", "?")
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    ratio, sample_rate = int(cfg.ratio), int(cfg.sample_rate)
+    try:  # shapes only: instant and memory-free, same counts
+        summary = model_summary(_build(model_cfg, "meta"), ratio, sample_rate)
+    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: do it for real
+        summary = model_summary(_build(model_cfg, "cpu"), ratio, sample_rate)
+
+    print(f"model: {name} ({model_cfg['_target_']})")
+    print(f"ratio: {ratio}")
+    print(f"sample_rate: {sample_rate}")
+    print(f"parameters: {summary['parameters']} ({summary['parameters'] / 1e6:.3f} M)")
+    print(f"GMAC per second of audio: {_fmt(summary['gmac_per_second'])}")
+    print(f"GFLOP per second of audio: {_fmt(summary['gflop_per_second'])}")
+    print(
+        f"  (one forward of {summary['lr_samples']} low-res -> {summary['hr_samples']} "
+        f"high-res samples = {summary['seconds']:.4f} s; GFLOP = 2 x GMAC)"
+    )
+    total = sum(summary["macs_by_layer"].values()) or 1.0
+    for layer, macs in sorted(summary["macs_by_layer"].items(), key=lambda kv: -kv[1]):
+        print(f"  {layer}: {_fmt(2 * macs / 1e9)} GFLOP/s ({100 * macs / total:.1f}%)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""What `python evaluate.py` does: score a checkpoint (or the cubic baseline) on held-out audio."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from audio_superres.checkpoint import CheckpointError, instantiate_trusted, load_checkpoint
+from audio_superres.errors import ConfigError, DataError, config_errors
+from audio_superres.module import SuperResolutionModule
+from audio_superres.report.page import evaluation_page
+from audio_superres.report.results import format_table, write_results
+from audio_superres.runs import finish_wandb, library_versions, single_lightning_log
+from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
+from audio_superres.tasks.train import instantiate_group
+from audio_superres.utils import ensure_writable_dir
+
+log = logging.getLogger(__name__)
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def settle_from_checkpoint(cfg: DictConfig, key: str, stored: Any, ckpt_path: str | None) -> Any:
+    """A task setting: the checkpoint's, unless given; a conflicting one is an error."""
+    given = cfg.get(key)
+    if given is not None and stored is not None and int(given) != int(stored):
+        raise CheckpointError(
+            f"{ckpt_path}: the checkpoint was trained with {key}={stored}, but {key}={given} was "
+            f"asked for; a model only works at the {key} it was trained for"
+        )
+    value = given if given is not None else stored
+    if value is None:
+        raise ConfigError(
+            f"{key} is not set: pass {key}=... (there is no checkpoint to take it from)"
+        )
+    with open_dict(cfg):
+        cfg[key] = int(value)
+    return int(value)
+
+
+def build_for_evaluation(cfg: DictConfig) -> tuple[SuperResolutionModule, dict[str, Any]]:
+    """The module to evaluate and the resolved data config, from a checkpoint and/or overrides."""
+    ckpt = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    hp: dict[str, Any] = ckpt["hyper_parameters"] if ckpt else {}
+    ckpt_path = cfg.get("ckpt_path")
+    ratio = settle_from_checkpoint(cfg, "ratio", hp.get("ratio"), ckpt_path)
+    sample_rate = settle_from_checkpoint(cfg, "sample_rate", hp.get("sample_rate"), ckpt_path)
+
+    if ckpt is not None and cfg.get("model") is not None:
+        raise ConfigError(
+            "model= was given together with ckpt_path=: the model is stored in the checkpoint; "
+            "drop model= (or drop ckpt_path= to evaluate a model without weights, e.g. model=cubic)"
+        )
+    model_cfg = hp.get("model") if ckpt is not None else _plain(cfg.get("model"))
+    if model_cfg is None:
+        raise ConfigError("nothing to evaluate: pass ckpt_path=CKPT, or model=cubic")
+    if ckpt is None and any(True for _ in instantiate_trusted(model_cfg, "model").parameters()):
+        raise ConfigError(
+            f"model {model_cfg['_target_']} has parameters to train: pass ckpt_path=CKPT"
+        )
+
+    lowpass = _plain(cfg.get("lowpass")) or hp.get("lowpass") or "chebyshev"
+    module = SuperResolutionModule(
+        model=model_cfg,
+        ratio=ratio,
+        sample_rate=sample_rate,
+        lowpass=lowpass,
+        loss=hp.get("loss"),
+        n_log_examples=cfg.get("n_examples", 3),
+    )
+    if ckpt is not None:
+        module.load_state_dict(ckpt["state_dict"])
+
+    data_cfg = _plain(cfg.get("data")) or hp.get("data_config")
+    if data_cfg is None:
+        raise ConfigError(
+            "no data to evaluate on: pass data=folder data.root=DIR data.test_speakers='*'"
+        )
+    return module, data_cfg
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test on every held-out file; write metrics.json, per_file.csv and example WAVs."""
+    single_lightning_log()
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    device = cfg.get("device", "auto")
+    accelerator = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "gpu": "gpu"}.get(device)
+    if accelerator is None:
+        raise ConfigError(f"device must be one of auto, cpu, cuda; got {device!r}")
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda was asked for, but no CUDA device is available")
+    versions = library_versions()
+    output_dir = ensure_writable_dir(output_dir)
+    with config_errors("model"):
+        module, data_cfg = build_for_evaluation(cfg)
+    module.inference = dict(_plain(cfg.get("inference")) or {})  # evaluation = inference.py
+    with config_errors("data"):
+        datamodule = instantiate_trusted(data_cfg, "data")
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    if not datamodule.test_indices:
+        raise DataError(
+            f"{datamodule.corpus.root}: no held-out file to evaluate on (too short, or no "
+            f"file of test_speakers={datamodule.corpus.test_speakers!r})"
+        )
+
+    with config_errors("logger"):
+        loggers = instantiate_group(cfg.get("logger"))
+    for logger in loggers:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        logger.log_hyperparams({"config": resolved, "seed": cfg.seed, "versions": versions})
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=loggers or False,
+        enable_checkpointing=False,
+        default_root_dir=str(output_dir),
+        enable_model_summary=False,
+    )
+    meta = {
+        "ratio": module.ratio,
+        "lowpass": module.lowpass.kind,
+        "lowpass_spec": module.hparams["lowpass"],
+        "sample_rate": module.sample_rate,
+        "checkpoint": cfg.get("ckpt_path"),
+        "model_target": module.hparams["model"]["_target_"],
+        "seed": cfg.seed,
+        "versions": versions,
+    }
+    if cfg.get("test_lowpass"):
+        # the filter-mismatch study: one test per filter, mismatch.csv beside metrics.json
+        try:
+            path, results = score_under_filters(
+                trainer, module, datamodule, cfg.test_lowpass, output_dir, meta
+            )
+        finally:
+            finish_wandb()
+        print(format_mismatch(results))
+        print(path)
+        return {"metrics_path": str(path), **results[0].summary}
+    try:
+        trainer.test(module, datamodule=datamodule)
+    finally:
+        finish_wandb()
+    path = write_results(
+        output_dir, module.test_summary, module.test_rows, module.test_examples, meta
+    )
+    evaluation_page(output_dir, module.test_summary, module.test_rows, module.test_examples, meta)
+    print(format_table(module.test_summary))
+    print(path)
+    return {"metrics_path": str(path), **module.test_summary}

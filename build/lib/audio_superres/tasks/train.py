@@ -1,0 +1,238 @@
+"""What `python train.py` does: build everything from the Hydra config, fit, test the best."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from audio_superres.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries
+from audio_superres.errors import PathNotFoundError, config_errors
+from audio_superres.module import SuperResolutionModule
+from audio_superres.report.results import format_table, write_results
+from audio_superres.runs import (
+    apply_extras,
+    finish_wandb,
+    library_versions,
+    multirun_group,
+    single_lightning_log,
+    write_status,
+)
+from audio_superres.tasks.best_metric import BestMetric
+from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
+from audio_superres.utils import ensure_writable_dir
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig) -> SuperResolutionModule:
+    """The LightningModule of a train config; configs are stored resolved, as plain dicts."""
+    plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
+    return SuperResolutionModule(
+        model=plain(cfg.model),
+        ratio=cfg.ratio,
+        sample_rate=cfg.sample_rate,
+        lowpass=plain(cfg.lowpass),
+        loss=plain(cfg.loss),
+        optim=plain(cfg.optim),
+        n_log_examples=cfg.get("n_log_examples", 3),
+        data_config=plain(cfg.data),
+        compile=cfg.get("compile", False),
+    )
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry with a `_target_` of a callbacks/logger group."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node and "_target_" in node]
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """`last` means this run directory's checkpoints/last.ckpt (rerun with its hydra.run.dir)."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "last":
+        path = output_dir / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise PathNotFoundError(
+                f"{path}: no last checkpoint to resume from; pass hydra.run.dir=<the earlier "
+                "run dir> with ckpt_path=last, or ckpt_path=<path to a .ckpt>"
+            )
+        return str(path)
+    if not Path(ckpt_path).is_file():
+        raise PathNotFoundError(f"{ckpt_path}: checkpoint to resume from not found")
+    return str(ckpt_path)
+
+
+def single_device_tester(trainer: L.Trainer) -> L.Trainer | None:
+    """After a DDP fit: end the process group; rank 0 gets a one-device Trainer, others None."""
+    import torch.distributed as dist
+
+    is_zero = trainer.is_global_zero
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    if not is_zero:
+        return None
+    return L.Trainer(
+        accelerator=trainer.accelerator.__class__.__name__.replace("Accelerator", "").lower(),
+        devices=1,
+        num_nodes=1,
+        logger=trainer.loggers or False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=trainer.default_root_dir,
+    )
+
+
+def run_job(cfg: DictConfig) -> float:
+    """`train` with its outcome recorded in status.json.
+
+    In a multirun a failing job returns NaN instead of raising: Hydra's sweeper re-raises a
+    job's exception after the batch, which would end the sweep before the summary callback
+    runs. The failure is in status.json (and the log), and the summary marks the job failed.
+    A single run raises as usual.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    write_status(output_dir, "running")
+    try:
+        score = train(cfg)
+    except Exception as err:
+        import traceback
+
+        write_status(
+            output_dir,
+            "failed",
+            error=f"{type(err).__name__}: {err}",
+            traceback=traceback.format_exc(),
+        )
+        if multirun_group(cfg) is None:
+            raise
+        log.exception("job failed (recorded in %s)", output_dir / "status.json")
+        return float("nan")
+    write_status(output_dir, "completed", optimized_metric=optimized_metric(cfg), best=score)
+    return score
+
+
+def optimized_metric(cfg: DictConfig) -> str:
+    """The metric whose best validation value train.py returns (default val/snr)."""
+    return str(cfg.get("optimized_metric") or "val/snr")
+
+
+def check_resumable(ckpt_path: str, cfg: DictConfig) -> None:
+    """Read the checkpoint to resume from safely first (weights_only) and check that it is of
+    this task, so a corrupt or foreign file is one clear line, not an unpickling traceback."""
+    hp = load_checkpoint(ckpt_path)["hyper_parameters"]
+    for key in ("ratio", "sample_rate"):
+        if key in hp and int(hp[key]) != int(cfg[key]):
+            raise CheckpointError(
+                f"{ckpt_path}: the checkpoint was trained with {key}={hp[key]}, but {key}="
+                f"{cfg[key]} was asked for; resume with the settings of the run it comes from"
+            )
+
+
+def train(cfg: DictConfig) -> float:
+    """Fit, test the best checkpoint, write metrics.json; return the best validation value of
+    `optimized_metric` (val/snr by default), the value a Hydra sweeper optimises."""
+    single_lightning_log()
+    apply_extras(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    versions = library_versions()
+    log.info("seed %s, versions %s", cfg.seed, versions)
+    output_dir = ensure_writable_dir(cfg.paths.output_dir)
+    ckpt_dir = ensure_writable_dir(output_dir / "checkpoints")
+    for tmp in remove_stale_temporaries(ckpt_dir):
+        log.info("removed %s, the temporary of a save that was killed", tmp)
+    group = multirun_group(cfg)
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if group is not None and wandb_cfg is not None and not wandb_cfg.get("group"):
+        with open_dict(cfg):
+            cfg.logger.wandb.group = group
+
+    # every setting is checked here, before any data is prepared or any step is trained
+    with config_errors("data"):
+        datamodule = instantiate(cfg.data)
+    with config_errors("model"):
+        module = build_module(cfg)
+    with config_errors("callbacks"):
+        callbacks = instantiate_group(cfg.get("callbacks"))
+    best_metric = BestMetric(optimized_metric(cfg))
+    callbacks.append(best_metric)
+    with config_errors("logger"):
+        loggers = instantiate_group(cfg.get("logger"))
+
+    max_steps = cfg.trainer.get("max_steps", -1)
+    interval = cfg.trainer.get("val_check_interval")
+    if isinstance(interval, int) and max_steps and 0 < max_steps < interval:
+        with open_dict(cfg):
+            cfg.trainer.val_check_interval = max_steps  # validate at least once
+    with config_errors("trainer"):
+        trainer: L.Trainer = instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers or False
+        )
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(
+            {"config": resolved, "seed": cfg.seed, "versions": versions}
+        )
+
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path is not None:
+        check_resumable(ckpt_path, cfg)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        # the final state, whatever the interval (full state, so it can be resumed)
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
+
+        best = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
+        best_path = best.best_model_path if best is not None and best.best_model_path else None
+        best_score = float(best.best_model_score) if best_path else float("nan")
+        log.info("best checkpoint: %s (val/snr %.3f)", best_path, best_score)
+        result = best_metric.result()
+        log.info("best %s: %.4f (%s)", best_metric.metric, result, best_metric.mode)
+        if not cfg.get("test_after_fit", True):
+            return result
+
+        test_ckpt = best_path or str(ckpt_dir / "last.ckpt")
+        meta = {
+            "ratio": module.ratio,
+            "lowpass": module.hparams["lowpass"]["kind"],
+            "lowpass_spec": module.hparams["lowpass"],
+            "sample_rate": module.sample_rate,
+            "checkpoint": test_ckpt,
+            "best_val_snr": best_score,
+            "global_step": trainer.global_step,
+            "seed": cfg.seed,
+            "versions": versions,
+        }
+        if trainer.world_size > 1:
+            # Test on one device: a distributed test would pad the file list (counting some
+            # files twice) and leave each rank with only its share of the per-file rows.
+            trainer = single_device_tester(trainer)
+            if trainer is None:
+                return result
+        if cfg.get("test_lowpass"):
+            metrics_path, results = score_under_filters(
+                trainer, module, datamodule, cfg.test_lowpass, output_dir, meta, test_ckpt
+            )
+            print(format_mismatch(results))
+        else:
+            trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True)
+            metrics_path = write_results(
+                output_dir, module.test_summary, module.test_rows, module.test_examples, meta
+            )
+            print(format_table(module.test_summary))
+        print(metrics_path)
+        return result
+    finally:
+        for logger in trainer.loggers:
+            finalize = getattr(logger, "finalize", None)
+            if finalize is not None:
+                finalize("success")
+        finish_wandb()
