@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from audio_superres.bench import core
+from audio_superres.bench.records import emit
 
 EXTRA_FIGURES = ("stream", "seams", "upsample", "cache")
 SECTIONS = (*core.CORE_FIGURES, *EXTRA_FIGURES)
@@ -128,11 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         supplied = core.loader_throughput(batch, patch_len, batches, args.workers,
                                           args.data_root, args.cache_dir)
         for name, (train_batch, consumed) in trained.items():
-            core.emit({"figure": "loader_vs_train", "model": name, "num_workers": args.workers,
-                       "train_batch_size": train_batch, "loader_batch_size": batch,
-                       "loader_audio_s_per_s": round(supplied, 2),
-                       "train_audio_s_per_s": round(consumed, 3),
-                       "ratio": round(supplied / consumed, 1)})
+            emit({"figure": "loader_vs_train", "model": name, "num_workers": args.workers,
+                  "train_batch_size": train_batch, "loader_batch_size": batch,
+                  "loader_audio_s_per_s": round(supplied, 2),
+                  "train_audio_s_per_s": round(consumed, 3),
+                  "ratio": round(supplied / consumed, 1)})
     if "infer" in what:
         short_s, long_s = args.infer_seconds or ((2.0, 20.0) if quick else (10.0, 600.0))
         core.inference_figures(args.infer_model, device, short_s, long_s, steps)

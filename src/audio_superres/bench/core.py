@@ -40,6 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from audio_superres.bench.records import emit
+
 CORE_FIGURES = ("peak", "model", "loader", "infer", "prepare")
 DEFAULT_MODELS = ("audiounet", "audiounet_small", "tfilm")
 SAMPLE_RATE = 16000
@@ -51,12 +53,6 @@ RATIO = 4
 CONV_SHAPES = ((1, 1024, 1024, 17, 1024), (1, 1024, 768, 33, 2048),
                (1, 768, 256, 65, 4096), (2, 384, 512, 17, 4096))
 CONV_SHAPES_QUICK = ((1, 64, 64, 9, 512), (1, 32, 64, 17, 1024))
-
-
-def emit(record: dict[str, Any]) -> dict[str, Any]:
-    """Print one JSON line (the benchmark's output format) and return the record."""
-    print(json.dumps(record), flush=True)
-    return record
 
 
 def resolve_device(name: str) -> torch.device:

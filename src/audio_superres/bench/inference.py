@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from audio_superres.bench.core import emit
+from audio_superres.bench.records import emit
 from audio_superres.inference import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK,

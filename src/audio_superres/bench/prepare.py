@@ -83,7 +83,7 @@ def prepare_folder(
     """Prepare the cache of a folder corpus; emit and return its throughput and peak memory."""
     import resource
 
-    from audio_superres.bench.core import emit
+    from audio_superres.bench.records import emit
     from audio_superres.data.cache import build_cache, resolve_workers
     from audio_superres.data.corpora import FolderCorpus
 

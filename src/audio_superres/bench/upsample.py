@@ -115,7 +115,7 @@ def upsample_figures(
     """Run every (kind, length) in a fresh process; print one JSON line per run and per kind."""
     import torch
 
-    from audio_superres.bench.core import emit
+    from audio_superres.bench.records import emit
     from audio_superres.checkpoint import load_checkpoint
 
     speech = list(speech) or default_speech()

@@ -45,13 +45,57 @@ def settle_from_checkpoint(cfg: DictConfig, key: str, stored: Any, ckpt_path: st
     return int(value)
 
 
+def sample_rate_of_files(data_cfg: dict[str, Any]) -> int:
+    """The sample rate every held-out file of `data_cfg` has (read from the file headers), for a
+    run without a checkpoint to take it from; an error naming the rates when they disagree."""
+    import soundfile as sf
+
+    from audio_superres.data.audio_io import AudioFileError
+
+    corpus_cfg = {k: v for k, v in data_cfg["corpus"].items() if k != "_partial_"}
+    args = {"test_speakers": data_cfg.get("test_speakers") or ()}
+    if data_cfg.get("root") is not None:
+        args["root"] = data_cfg["root"]
+    corpus = instantiate_trusted(corpus_cfg, "data.corpus", **args)
+    corpus.prepare()
+    files = corpus.split()["test"]
+    if not files:
+        raise DataError(
+            f"{corpus.root}: no held-out file to take the sample rate from "
+            f"(test_speakers={corpus.test_speakers!r}); pass sample_rate=..."
+        )
+    by_rate: dict[int, list[Path]] = {}
+    for f in files:
+        try:
+            rate = int(sf.info(str(f.path)).samplerate)
+        except (sf.SoundFileError, RuntimeError, OSError) as exc:
+            raise AudioFileError(f"{f.path}: cannot read its header ({exc})") from exc
+        by_rate.setdefault(rate, []).append(f.path)
+    if len(by_rate) > 1:
+        rates = "; ".join(
+            f"{rate} Hz: {len(paths)} file{'s' if len(paths) > 1 else ''} (e.g. {paths[0]})"
+            for rate, paths in sorted(by_rate.items())
+        )
+        raise DataError(
+            f"{corpus.root}: the held-out files have different sample rates ({rates}); pass "
+            "sample_rate=... (every file is resampled to it)"
+        )
+    (rate,) = by_rate
+    log.info("sample_rate=%d: the rate of all %d held-out files under %s", rate, len(files),
+             corpus.root)
+    return rate
+
+
 def build_for_evaluation(cfg: DictConfig) -> tuple[SuperResolutionModule, dict[str, Any]]:
     """The module to evaluate and the resolved data config, from a checkpoint and/or overrides."""
     ckpt = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     hp: dict[str, Any] = ckpt["hyper_parameters"] if ckpt else {}
     ckpt_path = cfg.get("ckpt_path")
     ratio = settle_from_checkpoint(cfg, "ratio", hp.get("ratio"), ckpt_path)
-    sample_rate = settle_from_checkpoint(cfg, "sample_rate", hp.get("sample_rate"), ckpt_path)
+    stored_rate = hp.get("sample_rate")
+    if ckpt is None and cfg.get("sample_rate") is None and cfg.get("data") is not None:
+        stored_rate = sample_rate_of_files(_plain(cfg.data))  # model=cubic on a folder
+    sample_rate = settle_from_checkpoint(cfg, "sample_rate", stored_rate, ckpt_path)
 
     if ckpt is not None and cfg.get("model") is not None:
         raise ConfigError(
