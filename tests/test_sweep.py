@@ -244,7 +244,7 @@ def compose_with_hydra(overrides: list[str]):
     [
         ("filter_mismatch", {"lowpass", "seed"}),
         ("ratios", {"ratio"}),
-        ("depth", {"+unet_size"}),
+        ("depth", {"model_depth", "model_width"}),
     ],
 )
 def test_sweep_configs_define_their_grids(sweep_name, keys):
@@ -253,9 +253,18 @@ def test_sweep_configs_define_their_grids(sweep_name, keys):
     if sweep_name == "filter_mismatch":
         assert list(cfg.test_lowpass) == ["none", "chebyshev", "butterworth", "bessel", "elliptic"]
     if sweep_name == "depth":
-        for size in str(cfg.hydra.sweeper.params["+unet_size"]).split(","):
-            sized = compose_with_hydra(["experiment=demo", f"+unet_size={size}"])
-            assert len(sized.model.filters) == len(sized.model.kernels) == int(size[1])
+        params = cfg.hydra.sweeper.params
+        # the grid applies to every CPU-size family, not only the U-Net
+        for model in ("audiounet_small", "tfilm_small"):
+            for depth in str(params["model_depth"]).split(","):
+                for width in str(params["model_width"]).split(","):
+                    sized = compose_with_hydra(["experiment=demo", f"model={model}",
+                                                f"model_depth={depth}", f"model_width={width}"])
+                    filters = list(sized.model.filters)
+                    assert len(filters) == len(sized.model.kernels) == int(depth)
+                    assert filters[0] == int(width) and max(filters) <= 4 * int(width)
+        dnn = compose_with_hydra(["model=dnn", "model_depth=2", "model_width=64"])
+        assert list(dnn.model.hidden_sizes) == [64, 64]
 
 
 def test_launcher_presets_compose():
