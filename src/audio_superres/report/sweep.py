@@ -50,6 +50,8 @@ SUMMARY_COLUMNS = (
     "model_lsd_hf",
     "cubic_lsd_hf",
     "best_val_snr",
+    "optimized_metric",
+    "best",
     "overrides",
     "error",
 )
@@ -114,6 +116,9 @@ def read_job(job_dir: Path, sweep_dir: Path) -> list[dict[str, Any]]:
         "seed": config.get("seed", ""),
         "ratio": (metrics or {}).get("ratio", config.get("ratio", "")),
         "best_val_snr": (metrics or {}).get("best_val_snr", ""),
+        # what train.py returned (the value an hparams search optimises), from status.json
+        "optimized_metric": (status_file or {}).get("optimized_metric", ""),
+        "best": (status_file or {}).get("best", ""),
         "overrides": " ".join(overrides),
         "error": "",
         "_overrides": _override_dict(overrides),
@@ -121,6 +126,9 @@ def read_job(job_dir: Path, sweep_dir: Path) -> list[dict[str, Any]]:
     status = (status_file or {}).get("status")
     if status == "failed":
         return [{**base, "status": "failed", "error": status_file.get("error", "")}]
+    if metrics is None and status == "completed" and config.get("test_after_fit") is False:
+        # validated only (an hparams search trial): its score is `best`, there is no test
+        return [{**base, "status": "completed", "test_lowpass": ""}]
     if metrics is None:
         # "running" left behind, or nothing at all: the job died or has not finished
         why = "no metrics.json" + (f" (status: {status})" if status else "")
@@ -188,8 +196,8 @@ def pivot(
     row_labels: list[str] = []
     cols: list[str] = []
     for r in rows:
-        if r["status"] != "completed":
-            continue
+        if r["status"] != "completed" or r.get(value) in (None, ""):
+            continue  # failed, or validated only (no test metrics)
         if r["row"] not in row_labels:
             row_labels.append(r["row"])
         if r["test_lowpass"] not in cols:
@@ -255,7 +263,7 @@ def summary_markdown(sweep_dir: Path, rows: Sequence[Mapping[str, Any]]) -> str:
         lines.append("")
     lines += ["## Jobs (overrides: those that differ between jobs)", ""]
     cols = ["job", "status", "train_lowpass", "test_lowpass", "seed", "model_snr", "cubic_snr",
-            "snr_gain", "model_lsd", "cubic_lsd", "overrides", "error"]  # fmt: skip
+            "snr_gain", "model_lsd", "cubic_lsd", "best", "overrides", "error"]  # fmt: skip
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))
     varying = _varying_keys(rows, exclude=())
