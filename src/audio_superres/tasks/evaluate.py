@@ -15,7 +15,12 @@ from audio_superres.errors import ConfigError, DataError, config_errors
 from audio_superres.module import SuperResolutionModule
 from audio_superres.report.page import evaluation_page
 from audio_superres.report.results import format_table, write_results
-from audio_superres.runs import finish_wandb, library_versions, single_lightning_log
+from audio_superres.runs import (
+    apply_extras,
+    finish_wandb,
+    library_versions,
+    single_lightning_log,
+)
 from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
 from audio_superres.tasks.train import instantiate_group
 from audio_superres.utils import ensure_writable_dir
@@ -133,6 +138,7 @@ def build_for_evaluation(cfg: DictConfig) -> tuple[SuperResolutionModule, dict[s
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test on every held-out file; write metrics.json, per_file.csv and example WAVs."""
     single_lightning_log()
+    apply_extras(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     device = cfg.get("device", "auto")
