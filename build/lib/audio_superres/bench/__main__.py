@@ -1,3 +1,0 @@
-from audio_superres.bench.cli import main
-
-raise SystemExit(main())
