@@ -19,6 +19,7 @@ from audio_superres.checkpoint import (
 from audio_superres.errors import PathNotFoundError, config_errors
 from audio_superres.inference import InferenceSettings
 from audio_superres.module import SuperResolutionModule
+from audio_superres.report.media import MediaLogger
 from audio_superres.report.results import format_table, write_results
 from audio_superres.runs import (
     finish_wandb,
@@ -65,7 +66,7 @@ def inference_settings(cfg: DictConfig) -> InferenceSettings:
         return settings
 
 
-def without_logger_only_callbacks(callbacks: list[Any], loggers: list[Any]) -> list[Any]:
+def drop_callbacks_needing_a_logger(callbacks: list[Any], loggers: list[Any]) -> list[Any]:
     """Lightning's LearningRateMonitor refuses to run without a logger (logger=none): drop it."""
     if loggers:
         return callbacks
@@ -113,6 +114,7 @@ def single_device_tester(trainer: L.Trainer) -> L.Trainer | None:
         devices=1,
         num_nodes=1,
         logger=trainer.loggers or False,
+        callbacks=[c for c in trainer.callbacks if isinstance(c, MediaLogger)],  # test media
         enable_checkpointing=False,
         enable_model_summary=False,
         default_root_dir=trainer.default_root_dir,
@@ -186,7 +188,7 @@ def train(cfg: DictConfig) -> float:
         callbacks = instantiate_group(cfg.get("callbacks"))
     with config_errors("logger"):
         loggers = instantiate_group(cfg.get("logger"))
-    callbacks = without_logger_only_callbacks(callbacks, loggers)
+    callbacks = drop_callbacks_needing_a_logger(callbacks, loggers)
 
     max_steps = cfg.trainer.get("max_steps", -1)
     interval = cfg.trainer.get("val_check_interval")
