@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_CHUNK",
     "DEFAULT_OVERLAP",
     "ChunkPlan",
+    "InferenceSettings",
     "crossfade_ramp",
     "hr_alignment",
     "plan_chunks",
@@ -65,6 +66,34 @@ __all__ = [
 DEFAULT_CHUNK = 8192  # LR samples per chunk (2 s at 4 kHz LR)
 DEFAULT_OVERLAP = 1024  # LR samples shared by neighbouring chunks (half of it crossfaded)
 DEFAULT_BATCH_SIZE = 8  # chunks (x channels) per forward pass
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How `super_resolve` cuts a signal into chunks: keyword arguments of `super_resolve`.
+
+    One config node (`conf/inference/`) gives them to validation and test in train.py, to
+    evaluate.py and to upsample.py, so every score is of the output users get.
+    """
+
+    chunk: int = DEFAULT_CHUNK  # LR samples per chunk
+    overlap: int = DEFAULT_OVERLAP  # LR samples shared by neighbouring chunks
+    batch_size: int = DEFAULT_BATCH_SIZE  # chunks (x channels) per forward pass
+
+    def __post_init__(self) -> None:
+        for name in ("chunk", "overlap", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"inference.{name} must be an integer, got {value!r}")
+        if self.chunk < 2 or not 0 <= self.overlap < self.chunk or self.batch_size < 1:
+            raise ValueError(
+                f"inference needs chunk >= 2, 0 <= overlap < chunk and batch_size >= 1, got "
+                f"chunk={self.chunk} overlap={self.overlap} batch_size={self.batch_size}"
+            )
+
+    def kwargs(self) -> dict[str, int]:
+        """`super_resolve(model, lr, ratio, **settings.kwargs())`."""
+        return {"chunk": self.chunk, "overlap": self.overlap, "batch_size": self.batch_size}
 
 
 class _Reader(Protocol):

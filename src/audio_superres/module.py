@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +14,7 @@ from torch import Tensor, nn
 from audio_superres.checkpoint import instantiate_trusted
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec, crop_to_multiple, make_lowres
+from audio_superres.inference import InferenceSettings, super_resolve
 from audio_superres.metrics import SuperResMetrics, compute_metrics_many
 
 METRIC_KEYS = ("snr", "lsd", "lsd_hf", "lsd_paper")
@@ -96,9 +96,11 @@ class SuperResolutionModule(L.LightningModule):
             )
         self.compile_model = compile
         object.__setattr__(self, "_compiled_model", None)  # not a submodule: same state_dict
-        # chunked-inference settings for super_resolve (not a hyperparameter: set by evaluate.py)
-        self.inference: dict[str, Any] | None = None
-        self._examples: list[dict[str, Any]] = []
+        # chunked-inference settings of validation/test (not a hyperparameter: set by the task
+        # from its `inference` node, the same for train.py, evaluate.py and upsample.py)
+        self.inference = InferenceSettings()
+        # the test filter's name when several are scored (test_lowpass): keys test/<name>/...
+        self.test_filter: str | None = None
         self.test_rows: list[dict[str, Any]] = []
         self.test_examples: list[dict[str, Any]] = []
         self.test_summary: dict[str, Any] = {}
@@ -141,16 +143,12 @@ class SuperResolutionModule(L.LightningModule):
         return self.model(lr)
 
     def super_resolve(self, lr: Tensor) -> Tensor:
-        """Super-resolve whole utterances `(B, m)`.
-
-        With `self.inference` set (keyword arguments of `audio_superres.inference.super_resolve`,
-        as evaluate.py does) this is the chunked inference path users get from upsample.py.
-        """
-        if self.inference is None:
-            return self.model(lr)
-        from audio_superres.inference import super_resolve
-
-        return super_resolve(self.model, lr, self.ratio, device=lr.device, **self.inference)
+        """Super-resolve whole utterances `(B, m)` through the one chunked inference path
+        (`inference.super_resolve` with `self.inference`): validation and test score what
+        evaluate.py scores and upsample.py writes, and a long file never goes through the
+        model in one piece."""
+        out = super_resolve(self.model, lr, self.ratio, device=lr.device, **self.inference.kwargs())
+        return out.to(lr.device)
 
     # ---- training -------------------------------------------------------------------------
     @property
@@ -217,21 +215,17 @@ class SuperResolutionModule(L.LightningModule):
         self.metrics[f"{stage}_cubic"].update_values(values["cubic"])
         return hr, lr, cubic, pred, values
 
-    def _keep_example(self, batch: Mapping[str, Any], hr, lr, cubic, pred) -> dict[str, Any]:
-        as_np = lambda t: t[0].detach().float().cpu().numpy()  # noqa: E731
-        return {
-            "name": batch["name"][0],
-            "speaker": batch["speaker"][0],
-            "hr": as_np(hr),
-            "lr": as_np(lr),
-            "cubic": as_np(cubic),
-            "sr": as_np(pred),
-        }
-
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Scores the batch; returns the signals (`eval_outputs`) for callbacks (media)."""
         hr, lr, cubic, pred, _ = self._eval_step(batch, "val")
-        if batch_idx < self.n_log_examples and not self.trainer.sanity_checking:
-            self._examples.append(self._keep_example(batch, hr, lr, cubic, pred))
+        return eval_outputs(batch, hr, lr, cubic, pred)
+
+    def log_prefix(self, stage: str) -> str:
+        """Where a stage's keys go: `val`, `test`, or `test/<filter>` when several test filters
+        are scored (`test_lowpass`), so every filter keeps its own keys in the logger."""
+        if stage == "test" and self.test_filter:
+            return f"test/{self.test_filter}"
+        return stage
 
     def _log_summary(self, stage: str) -> dict[str, dict[str, float]]:
         out = {}
@@ -239,24 +233,24 @@ class SuperResolutionModule(L.LightningModule):
             values = self.metrics[f"{stage}_{who}"].compute()
             self.metrics[f"{stage}_{who}"].reset()
             out[who] = {k: float(values[k]) for k in METRIC_KEYS}
-        logs = {f"{stage}/{k}": v for k, v in out["model"].items()}
-        logs.update({f"{stage}/cubic/{k}": v for k, v in out["cubic"].items()})
-        logs[f"{stage}/snr_gain"] = out["model"]["snr"] - out["cubic"]["snr"]
-        logs[f"{stage}/lsd_gain"] = out["cubic"]["lsd"] - out["model"]["lsd"]
+        prefix = self.log_prefix(stage)
+        logs = {f"{prefix}/{k}": v for k, v in out["model"].items()}
+        logs.update({f"{prefix}/cubic/{k}": v for k, v in out["cubic"].items()})
+        logs[f"{prefix}/snr_gain"] = out["model"]["snr"] - out["cubic"]["snr"]
+        logs[f"{prefix}/lsd_gain"] = out["cubic"]["lsd"] - out["model"]["lsd"]
         self.log_dict(logs, prog_bar=False, sync_dist=False)
         return out
 
     def on_validation_epoch_end(self) -> None:
         self._log_summary("val")
-        if self._examples:
-            self._log_media("val", self._examples)
-        self._examples = []
 
     def on_test_epoch_start(self) -> None:
         self.test_rows, self.test_examples, self.test_summary = [], [], {}
         self._eval_rng = None
 
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Scores the batch and keeps its per-file row (and the first files as examples for
+        metrics.json's WAVs); returns the signals (`eval_outputs`) for callbacks."""
         hr, lr, cubic, pred, values = self._eval_step(batch, "test")
         m, c = values["model"], values["cubic"]
         row: dict[str, Any] = {
@@ -267,58 +261,35 @@ class SuperResolutionModule(L.LightningModule):
         row.update({k: float(m[k][0]) for k in METRIC_KEYS})
         row.update({f"cubic_{k}": float(c[k][0]) for k in METRIC_KEYS})
         self.test_rows.append(row)
+        outputs = eval_outputs(batch, hr, lr, cubic, pred)
         if batch_idx < self.n_log_examples:
-            self.test_examples.append(self._keep_example(batch, hr, lr, cubic, pred))
+            self.test_examples.append(first_example(outputs))
+        return outputs
 
     def on_test_epoch_end(self) -> None:
         summary = self._log_summary("test")
         self.test_summary = {**summary, "n_files": len(self.test_rows)}
-        if self.test_examples:
-            self._log_media("test", self.test_examples)
-        logger = self._wandb_logger()
-        if logger is not None and self.test_rows:
-            columns = list(self.test_rows[0])
-            logger.log_table(
-                "test/per_file",
-                columns=columns,
-                data=[[r[c] for c in columns] for r in self.test_rows],
-            )
 
-    # ---- media ----------------------------------------------------------------------------
-    def _wandb_logger(self) -> Any:
-        from lightning.pytorch.loggers import WandbLogger
 
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                return logger
-        return None
+def eval_outputs(
+    batch: Mapping[str, Any], hr: Tensor, lr: Tensor, cubic: Tensor, pred: Tensor
+) -> dict[str, Any]:
+    """What validation_step/test_step return: file names and speakers, and the HR, LR, cubic
+    and SR signals `(B, n)` of the batch."""
+    return {
+        "name": list(batch["name"]),
+        "speaker": list(batch["speaker"]),
+        "hr": hr,
+        "lr": lr,
+        "cubic": cubic,
+        "sr": pred,
+    }
 
-    def _log_media(self, stage: str, examples: list[dict[str, Any]]) -> None:
-        """HR / LR / cubic / SR audio and one spectrogram image of the four, per example."""
-        logger = self._wandb_logger()
-        if logger is None:
-            return
-        import wandb
-        from PIL import Image
 
-        from audio_superres.report.plots import figure_to_png, spectrogram_figure
-
-        lr_rate = round(self.sample_rate / self.ratio)
-        rates = {
-            "HR": self.sample_rate,
-            "LR": lr_rate,
-            "cubic": self.sample_rate,
-            "SR": self.sample_rate,
-        }
-        payload: dict[str, Any] = {}
-        for i, ex in enumerate(examples):
-            sig = {"HR": ex["hr"], "LR": ex["lr"], "cubic": ex["cubic"], "SR": ex["sr"]}
-            for name, x in sig.items():
-                payload[f"{stage}/audio_{i}/{name}"] = wandb.Audio(
-                    np.clip(x, -1, 1), sample_rate=rates[name], caption=f"{ex['name']} {name}"
-                )
-            png = figure_to_png(spectrogram_figure(sig, rates, title=ex["name"]))
-            payload[f"{stage}/spectrogram_{i}"] = wandb.Image(
-                Image.open(io.BytesIO(png)), caption=ex["name"]
-            )
-        logger.log_metrics(payload, step=self.global_step)
+def first_example(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The first file of `eval_outputs` as plain numpy arrays (keys name, speaker, hr, lr,
+    cubic, sr): what report.results writes as WAVs and report.media logs."""
+    example: dict[str, Any] = {"name": outputs["name"][0], "speaker": outputs["speaker"][0]}
+    for key in ("hr", "lr", "cubic", "sr"):
+        example[key] = outputs[key][0].detach().float().cpu().numpy()
+    return example

@@ -22,7 +22,7 @@ from audio_superres.runs import (
     single_lightning_log,
 )
 from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
-from audio_superres.tasks.train import instantiate_group
+from audio_superres.tasks.train import inference_settings, instantiate_group
 from audio_superres.utils import ensure_writable_dir
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = ensure_writable_dir(output_dir)
     with config_errors("model"):
         module, data_cfg = build_for_evaluation(cfg)
-    module.inference = dict(_plain(cfg.get("inference")) or {})  # evaluation = inference.py
+    module.inference = inference_settings(cfg)  # as in train.py's validation and test
     with config_errors("data"):
         datamodule = instantiate_trusted(data_cfg, "data")
     datamodule.prepare_data()
@@ -164,6 +164,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     with config_errors("logger"):
         loggers = instantiate_group(cfg.get("logger"))
+    with config_errors("callbacks"):
+        callbacks = instantiate_group(cfg.get("callbacks"))
     for logger in loggers:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         logger.log_hyperparams({"config": resolved, "seed": cfg.seed, "versions": versions})
@@ -171,6 +173,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         accelerator=accelerator,
         devices=1,
         logger=loggers or False,
+        callbacks=callbacks,
         enable_checkpointing=False,
         default_root_dir=str(output_dir),
         enable_model_summary=False,

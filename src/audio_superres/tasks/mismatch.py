@@ -88,12 +88,16 @@ def evaluate_filters(
     filters: Sequence[tuple[str, LowpassSpec]],
     ckpt_path: str | None = None,
 ) -> list[FilterResult]:
-    """`trainer.test` once per filter on the same files; the module's own low-pass is restored."""
+    """`trainer.test` once per filter on the same files; the module's own low-pass is restored.
+
+    Each filter's logged keys carry its name (`test/<name>/snr`, `test/<name>/audio_0/SR`, ...),
+    so the logger keeps every filter, not only the last."""
     original = module.lowpass
     results = []
     try:
         for name, spec in filters:
             module.set_lowpass(spec)
+            module.test_filter = name
             trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             results.append(
                 FilterResult(
@@ -106,6 +110,7 @@ def evaluate_filters(
             )
     finally:
         module.set_lowpass(original)
+        module.test_filter = None
     return results
 
 

@@ -10,9 +10,16 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from audio_superres.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries
+from audio_superres.checkpoint import (
+    CheckpointError,
+    instantiate_trusted,
+    load_checkpoint,
+    remove_stale_temporaries,
+)
 from audio_superres.errors import PathNotFoundError, config_errors
+from audio_superres.inference import InferenceSettings
 from audio_superres.module import SuperResolutionModule
+from audio_superres.report.media import MediaLogger
 from audio_superres.report.results import format_table, write_results
 from audio_superres.runs import (
     apply_extras,
@@ -43,6 +50,31 @@ def build_module(cfg: DictConfig) -> SuperResolutionModule:
         data_config=plain(cfg.data),
         compile=cfg.get("compile", False),
     )
+
+
+def inference_settings(cfg: DictConfig) -> InferenceSettings:
+    """The config's `inference` node (conf/inference/): how validation, test, evaluate.py and
+    upsample.py chunk a signal; the `inference.DEFAULT_*` settings when there is none."""
+    node = cfg.get("inference")
+    if not node:
+        return InferenceSettings()
+    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    with config_errors("inference"):
+        if "_target_" not in plain:
+            return InferenceSettings(**plain)
+        settings = instantiate_trusted(plain, "inference")
+        if not isinstance(settings, InferenceSettings):
+            raise ValueError(f"{plain['_target_']} is not an InferenceSettings")
+        return settings
+
+
+def drop_callbacks_needing_a_logger(callbacks: list[Any], loggers: list[Any]) -> list[Any]:
+    """Lightning's LearningRateMonitor refuses to run without a logger (logger=none): drop it."""
+    if loggers:
+        return callbacks
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    return [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -84,6 +116,7 @@ def single_device_tester(trainer: L.Trainer) -> L.Trainer | None:
         devices=1,
         num_nodes=1,
         logger=trainer.loggers or False,
+        callbacks=[c for c in trainer.callbacks if isinstance(c, MediaLogger)],  # test media
         enable_checkpointing=False,
         enable_model_summary=False,
         default_root_dir=trainer.default_root_dir,
@@ -159,12 +192,14 @@ def train(cfg: DictConfig) -> float:
         datamodule = instantiate(cfg.data)
     with config_errors("model"):
         module = build_module(cfg)
+    module.inference = inference_settings(cfg)  # validation and test = evaluate.py's inference
     with config_errors("callbacks"):
         callbacks = instantiate_group(cfg.get("callbacks"))
     best_metric = BestMetric(optimized_metric(cfg))
     callbacks.append(best_metric)
     with config_errors("logger"):
         loggers = instantiate_group(cfg.get("logger"))
+    callbacks = drop_callbacks_needing_a_logger(callbacks, loggers)
 
     max_steps = cfg.trainer.get("max_steps", -1)
     interval = cfg.trainer.get("val_check_interval")

@@ -30,9 +30,16 @@ from audio_superres.data.audio_io import AudioFileError, to_mono
 from audio_superres.dsp.blockwise import FileReader, LowresReader, Reader, ResampledReader
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.errors import ConfigError, DataError, PathNotFoundError
-from audio_superres.inference import resolve_device, super_resolve_stream
+from audio_superres.inference import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CHUNK,
+    DEFAULT_OVERLAP,
+    resolve_device,
+    super_resolve_stream,
+)
 from audio_superres.module import SuperResolutionModule
 from audio_superres.tasks.evaluate import settle_from_checkpoint
+from audio_superres.tasks.train import inference_settings
 from audio_superres.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -90,9 +97,9 @@ class Upsampler:
     sample_rate: int
     lowpass: dict[str, Any]
     checkpoint: str
-    chunk: int = 8192
-    overlap: int = 1024
-    batch_size: int = 8
+    chunk: int = DEFAULT_CHUNK
+    overlap: int = DEFAULT_OVERLAP
+    batch_size: int = DEFAULT_BATCH_SIZE
     device: str = "auto"
 
     @property
@@ -116,15 +123,16 @@ class Upsampler:
             model=hp["model"], ratio=ratio, sample_rate=sample_rate, lowpass=hp["lowpass"]
         )
         module.load_state_dict(ckpt["state_dict"])
+        settings = inference_settings(cfg)
         return cls(
             model=module.model.eval(),
             ratio=ratio,
             sample_rate=sample_rate,
             lowpass=dict(hp["lowpass"]),
             checkpoint=str(ckpt_path),
-            chunk=int(cfg.get("chunk", 8192)),
-            overlap=int(cfg.get("overlap", 1024)),
-            batch_size=int(cfg.get("batch_size", 8)),
+            chunk=settings.chunk,
+            overlap=settings.overlap,
+            batch_size=settings.batch_size,
             device=str(resolve_device(cfg.get("device", "auto"))),
         )
 
