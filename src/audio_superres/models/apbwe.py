@@ -40,99 +40,21 @@ The model's receptive field is finite: an output sample depends on the input wit
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from audio_superres.dsp.amplitude_phase import (
+    AmplitudePhaseSTFT,
+    InverseAmplitudePhaseSTFT,
+    check_stft_sizes,
+    float32_region,
+)
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.models.base import CUBIC_CONTEXT, SuperResModel
 
-__all__ = ["APBWE", "AmplitudePhaseSTFT", "ConvNeXtBlock", "InverseAmplitudePhaseSTFT"]
-
-LOG_AMPLITUDE_EPS = 1e-4  # A = log(|X| + eps), as AP-BWE
-
-
-def _float32_region(device: torch.device):  # noqa: ANN202 - a context manager
-    if torch.amp.is_autocast_available(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return nullcontext()
-
-
-def check_stft_sizes(n_fft: int, hop_length: int, win_length: int) -> None:
-    """Raise ValueError unless 0 < hop < win <= n_fft (the Hann windows must overlap)."""
-    if not 0 < hop_length < win_length <= n_fft:
-        raise ValueError(
-            f"need 0 < hop_length < win_length <= n_fft, got hop_length={hop_length}, "
-            f"win_length={win_length}, n_fft={n_fft}"
-        )
-
-
-class AmplitudePhaseSTFT(nn.Module):
-    """Waveform `(B, n)` -> log-amplitude `log(|X| + eps)` and phase, each `(B, n_fft//2+1, T)`.
-
-    `T = n // hop_length + 1` frames centred on multiples of `hop_length` (zero-padded ends).
-    """
-
-    def __init__(
-        self, n_fft: int, hop_length: int, win_length: int, eps: float = LOG_AMPLITUDE_EPS
-    ) -> None:
-        super().__init__()
-        check_stft_sizes(n_fft, hop_length, win_length)
-        self.n_fft, self.hop_length, self.win_length, self.eps = n_fft, hop_length, win_length, eps
-        self.register_buffer("window", torch.hann_window(win_length), persistent=False)
-
-    def forward(self, wave: Tensor) -> tuple[Tensor, Tensor]:
-        with _float32_region(wave.device):
-            spec = torch.stft(
-                wave.float(),
-                self.n_fft,
-                self.hop_length,
-                self.win_length,
-                window=self.window.float(),
-                center=True,
-                pad_mode="constant",
-                return_complex=True,
-            )
-            return torch.log(spec.abs() + self.eps), torch.angle(spec)
-
-    def extra_repr(self) -> str:
-        return f"n_fft={self.n_fft}, hop_length={self.hop_length}, win_length={self.win_length}"
-
-
-class InverseAmplitudePhaseSTFT(nn.Module):
-    """Log-amplitude and phase `(B, n_fft//2+1, T)` -> waveform `(B, length)`.
-
-    The inverse of `AmplitudePhaseSTFT`: spectrum `(exp(A) - eps) e^{i phase}`, overlap-add with
-    the same window, cut (or zero-extended) to `length`.
-    """
-
-    def __init__(
-        self, n_fft: int, hop_length: int, win_length: int, eps: float = LOG_AMPLITUDE_EPS
-    ) -> None:
-        super().__init__()
-        check_stft_sizes(n_fft, hop_length, win_length)
-        self.n_fft, self.hop_length, self.win_length, self.eps = n_fft, hop_length, win_length, eps
-        self.register_buffer("window", torch.hann_window(win_length), persistent=False)
-
-    def forward(self, log_amplitude: Tensor, phase: Tensor, length: int) -> Tensor:
-        with _float32_region(log_amplitude.device):
-            amplitude = torch.exp(log_amplitude.float()) - self.eps
-            phase = phase.float()
-            spec = torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
-            return torch.istft(
-                spec,
-                self.n_fft,
-                self.hop_length,
-                self.win_length,
-                window=self.window.float(),
-                center=True,
-                length=length,
-            )
-
-    def extra_repr(self) -> str:
-        return f"n_fft={self.n_fft}, hop_length={self.hop_length}, win_length={self.win_length}"
+__all__ = ["APBWE", "ChannelLayerNorm", "ConvNeXtBlock"]
 
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -284,7 +206,7 @@ class APBWE(SuperResModel):
             a, p = amplitude_block(a), phase_block(p)
         a = self.amplitude_out_norm(a.transpose(1, 2))
         p = self.phase_out_norm(p.transpose(1, 2))
-        with _float32_region(lr.device):
+        with float32_region(lr.device):
             a, p = a.float(), p.float()
             out_log_amp = log_amp + self.amplitude_out(a).transpose(1, 2)
             real = self.phase_out_real(p).transpose(1, 2)
