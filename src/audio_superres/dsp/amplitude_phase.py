@@ -43,11 +43,9 @@ def check_stft_sizes(n_fft: int, hop_length: int, win_length: int) -> None:
         )
 
 
-class AmplitudePhaseSTFT(nn.Module):
-    """Waveform `(B, n)` -> log-amplitude `log(|X| + eps)` and phase, each `(B, n_fft//2+1, T)`.
-
-    `T = n // hop_length + 1` frames centred on multiples of `hop_length` (zero-padded ends).
-    """
+class _HannFrames(nn.Module):
+    """STFT settings shared by the analysis and the synthesis: sizes, eps, the Hann window (a
+    buffer, rebuilt rather than stored in checkpoints)."""
 
     def __init__(
         self, n_fft: int, hop_length: int, win_length: int, eps: float = LOG_AMPLITUDE_EPS
@@ -56,6 +54,16 @@ class AmplitudePhaseSTFT(nn.Module):
         check_stft_sizes(n_fft, hop_length, win_length)
         self.n_fft, self.hop_length, self.win_length, self.eps = n_fft, hop_length, win_length, eps
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"n_fft={self.n_fft}, hop_length={self.hop_length}, win_length={self.win_length}"
+
+
+class AmplitudePhaseSTFT(_HannFrames):
+    """Waveform `(B, n)` -> log-amplitude `log(|X| + eps)` and phase, each `(B, n_fft//2+1, T)`.
+
+    `T = n // hop_length + 1` frames centred on multiples of `hop_length` (zero-padded ends).
+    """
 
     def forward(self, wave: Tensor) -> tuple[Tensor, Tensor]:
         with float32_region(wave.device):
@@ -71,24 +79,13 @@ class AmplitudePhaseSTFT(nn.Module):
             )
             return torch.log(spec.abs() + self.eps), torch.angle(spec)
 
-    def extra_repr(self) -> str:
-        return f"n_fft={self.n_fft}, hop_length={self.hop_length}, win_length={self.win_length}"
 
-
-class InverseAmplitudePhaseSTFT(nn.Module):
+class InverseAmplitudePhaseSTFT(_HannFrames):
     """Log-amplitude and phase `(B, n_fft//2+1, T)` -> waveform `(B, length)`.
 
     The inverse of `AmplitudePhaseSTFT`: spectrum `(exp(A) - eps) e^{i phase}`, overlap-add with
     the same window, cut (or zero-extended) to `length`.
     """
-
-    def __init__(
-        self, n_fft: int, hop_length: int, win_length: int, eps: float = LOG_AMPLITUDE_EPS
-    ) -> None:
-        super().__init__()
-        check_stft_sizes(n_fft, hop_length, win_length)
-        self.n_fft, self.hop_length, self.win_length, self.eps = n_fft, hop_length, win_length, eps
-        self.register_buffer("window", torch.hann_window(win_length), persistent=False)
 
     def forward(self, log_amplitude: Tensor, phase: Tensor, length: int) -> Tensor:
         with float32_region(log_amplitude.device):
@@ -104,9 +101,6 @@ class InverseAmplitudePhaseSTFT(nn.Module):
                 center=True,
                 length=length,
             )
-
-    def extra_repr(self) -> str:
-        return f"n_fft={self.n_fft}, hop_length={self.hop_length}, win_length={self.win_length}"
 
 
 def anti_wrap(x: Tensor) -> Tensor:

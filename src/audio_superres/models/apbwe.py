@@ -48,7 +48,6 @@ from torch import Tensor, nn
 from audio_superres.dsp.amplitude_phase import (
     AmplitudePhaseSTFT,
     InverseAmplitudePhaseSTFT,
-    check_stft_sizes,
     float32_region,
 )
 from audio_superres.dsp.cubic import CubicUpsample
@@ -135,15 +134,13 @@ class APBWE(SuperResModel):
             n_fft, hop_length, win_length = (
                 max(1, round(v * scale)) for v in (n_fft, hop_length, win_length)
             )
-        check_stft_sizes(n_fft, hop_length, win_length)
         self.n_fft, self.hop_length, self.win_length = n_fft, hop_length, win_length
         self.channels, self.layers, self.residual = channels, layers, bool(residual)
         self.pre_kernel, self.block_kernel = pre_kernel, block_kernel
-        bins = n_fft // 2 + 1
-
-        self.upsample = CubicUpsample(self.ratio)
-        self.stft = AmplitudePhaseSTFT(n_fft, hop_length, win_length)
+        self.stft = AmplitudePhaseSTFT(n_fft, hop_length, win_length)  # checks the sizes
         self.istft = InverseAmplitudePhaseSTFT(n_fft, hop_length, win_length)
+        self.upsample = CubicUpsample(self.ratio)
+        bins = n_fft // 2 + 1
         self.amplitude_in = nn.Conv1d(bins, channels, pre_kernel, padding=pre_kernel // 2)
         self.phase_in = nn.Conv1d(bins, channels, pre_kernel, padding=pre_kernel // 2)
         self.amplitude_in_norm = ChannelLayerNorm(channels, eps=1e-6)
