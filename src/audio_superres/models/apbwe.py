@@ -145,12 +145,12 @@ class APBWE(SuperResModel):
         self.phase_in = nn.Conv1d(bins, channels, pre_kernel, padding=pre_kernel // 2)
         self.amplitude_in_norm = ChannelLayerNorm(channels, eps=1e-6)
         self.phase_in_norm = ChannelLayerNorm(channels, eps=1e-6)
-        scale = 1.0 / max(layers, 1)  # layer scale 1 / layers, as the paper
+        layer_scale = 1.0 / max(layers, 1)  # 1 / layers, as the paper
         self.amplitude_blocks = nn.ModuleList(
-            ConvNeXtBlock(channels, block_kernel, expansion, scale) for _ in range(layers)
+            ConvNeXtBlock(channels, block_kernel, expansion, layer_scale) for _ in range(layers)
         )
         self.phase_blocks = nn.ModuleList(
-            ConvNeXtBlock(channels, block_kernel, expansion, scale) for _ in range(layers)
+            ConvNeXtBlock(channels, block_kernel, expansion, layer_scale) for _ in range(layers)
         )
         self.amplitude_out_norm = nn.LayerNorm(channels, eps=1e-6)
         self.phase_out_norm = nn.LayerNorm(channels, eps=1e-6)
