@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from auraloss.freq import MultiResolutionSTFTLoss
 from torch import Tensor, nn
 
+from audio_superres.dsp.amplitude_phase import AmplitudePhaseSTFT, anti_wrap, float32_region
+
 
 class RMSELoss(nn.Module):
     """`sqrt(mean((pred - y)^2) + eps)` per patch, averaged over the batch (the original's loss)."""
@@ -113,3 +115,120 @@ class MRSTFTLoss(nn.Module):
             f"waveform={self.waveform!r}, waveform_weight={self.waveform_weight}, "
             f"stft_weight={self.stft_weight}"
         )
+
+
+class APBWELoss(nn.Module):
+    """AP-BWE's training loss (Lu et al. 2024) without the GAN terms, for any model's waveform.
+
+    On STFTs with the generator's settings (n_fft 1024, hop 80, window 320; log-amplitude
+    `A = log(|X| + 1e-4)`, phase `P`; `dsp.amplitude_phase`), with `T` the target's, `G` the
+    prediction's:
+
+    - amplitude: `mean((A_T - A_G)^2)`
+    - phase (anti-wrapped, `aw(x) = |x - 2 pi round(x / 2 pi)|`): instantaneous phase
+      `mean(aw(P_T - P_G))`, group delay `mean(aw(diff_f P_T - diff_f P_G))` (along frequency),
+      instantaneous angular frequency `mean(aw(diff_t P_T - diff_t P_G))` (along time)
+    - complex: `mean(|e^{A_T + iP_T} - e^{A_G + iP_G}|^2)` over real and imaginary parts
+    - consistency: `mean(|S_G - STFT(iSTFT(S_G))|^2)`, S_G the generator's own spectrum
+    - waveform (not in the paper; weight 0 by default): `waveform` loss on the samples.
+
+    The total is `amplitude_weight * amplitude + phase_weight * (ip + gd + iaf) + complex_weight *
+    complex + consistency_weight * consistency + waveform_weight * waveform`, the paper's weights
+    45, 100, 90, 90 by default.
+
+    `forward(pred, target)` computes every term from the STFT of the predicted waveform, so it
+    works for any model. That spectrum is consistent by construction (it is the STFT of a signal),
+    so the consistency term is 0 there: the paper applies its amplitude/phase/complex losses to the
+    generator's raw, possibly inconsistent, spectrum and needs the consistency loss to tie that
+    spectrum to the waveform it produces; losses on the re-analysed waveform optimise the output
+    directly. Pass the generator's `(log_amplitude, phase)` as `pred_spectrum`
+    (`APBWE.predict_spectrum`) to get the paper's arrangement: the spectral terms on that
+    spectrum and the consistency term against the waveform's STFT.
+
+    Computed in float32 outside autocast; signal ends are zero-padded (the paper reflects; only the
+    first and last frames differ), which defines it for any length.
+    """
+
+    def __init__(
+        self,
+        n_fft: int = 1024,
+        hop_length: int = 80,
+        win_length: int = 320,
+        amplitude_weight: float = 45.0,
+        phase_weight: float = 100.0,
+        complex_weight: float = 90.0,
+        consistency_weight: float = 90.0,
+        waveform_weight: float = 0.0,
+        waveform: str = "l1",
+    ) -> None:
+        super().__init__()
+        if waveform not in WAVEFORM_LOSSES:
+            raise ValueError(
+                f"waveform loss must be one of {sorted(WAVEFORM_LOSSES)}, got {waveform!r}"
+            )
+        self.stft = AmplitudePhaseSTFT(n_fft, hop_length, win_length)
+        self.weights = {
+            "amplitude": float(amplitude_weight),
+            "phase_ip": float(phase_weight),
+            "phase_gd": float(phase_weight),
+            "phase_iaf": float(phase_weight),
+            "complex": float(complex_weight),
+            "consistency": float(consistency_weight),
+            "waveform": float(waveform_weight),
+        }
+        self.waveform = waveform
+        self.waveform_loss = WAVEFORM_LOSSES[waveform]()
+
+    @staticmethod
+    def _complex(log_amplitude: Tensor, phase: Tensor) -> Tensor:
+        amplitude = torch.exp(log_amplitude)
+        return torch.stack((amplitude * torch.cos(phase), amplitude * torch.sin(phase)), dim=-1)
+
+    def terms(
+        self, pred: Tensor, target: Tensor, pred_spectrum: tuple[Tensor, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """The unweighted components, by name (see the class docstring), as float32 scalars."""
+        if pred.shape != target.shape:
+            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+        with float32_region(pred.device):
+            pred, target = pred.float().flatten(1), target.float().flatten(1)
+            amp_t, pha_t = self.stft(target)
+            amp_w, pha_w = self.stft(pred)
+            if pred_spectrum is None:
+                amp_g, pha_g = amp_w, pha_w
+                consistency = pred.new_zeros(())
+            else:
+                amp_g, pha_g = (s.float() for s in pred_spectrum)
+                if amp_g.shape != amp_t.shape or pha_g.shape != amp_t.shape:
+                    raise ValueError(
+                        f"pred_spectrum shapes {tuple(amp_g.shape)}, {tuple(pha_g.shape)} do not "
+                        f"match the STFT of the waveform {tuple(amp_t.shape)}"
+                    )
+                consistency = F.mse_loss(self._complex(amp_g, pha_g), self._complex(amp_w, pha_w))
+            return {
+                "amplitude": F.mse_loss(amp_g, amp_t),
+                "phase_ip": anti_wrap(pha_t - pha_g).mean(),
+                "phase_gd": anti_wrap(pha_t.diff(dim=1) - pha_g.diff(dim=1)).mean(),
+                # a signal shorter than one hop has one frame: no time difference, no loss
+                "phase_iaf": (
+                    anti_wrap(pha_t.diff(dim=2) - pha_g.diff(dim=2)).mean()
+                    if pha_t.shape[2] > 1
+                    else pred.new_zeros(())
+                ),
+                "complex": F.mse_loss(self._complex(amp_g, pha_g), self._complex(amp_t, pha_t)),
+                "consistency": consistency,
+                "waveform": self.waveform_loss(pred, target),
+            }
+
+    def forward(
+        self, pred: Tensor, target: Tensor, pred_spectrum: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        terms = self.terms(pred, target, pred_spectrum)
+        return sum(
+            (self.weights[name] * value for name, value in terms.items() if self.weights[name]),
+            start=pred.new_zeros((), dtype=torch.float32),
+        )
+
+    def extra_repr(self) -> str:
+        weights = ", ".join(f"{k}={v:g}" for k, v in self.weights.items())
+        return f"{self.stft.extra_repr()}, waveform={self.waveform!r}, {weights}"

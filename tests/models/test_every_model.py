@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from audio_superres.models import AudioUNet, CubicBaseline, DNNBaseline, TFiLMUNet
+from audio_superres.models import APBWE, AudioUNet, CubicBaseline, DNNBaseline, TFiLMUNet
 
 UNET = dict(filters=[8, 16, 16], kernels=[9, 7, 5], bottleneck_filters=16, bottleneck_kernel=5)
 
@@ -18,6 +18,7 @@ TINY: dict[str, Callable[[int], nn.Module]] = {
     "tfilm": lambda r: TFiLMUNet(ratio=r, block_sizes=8, **UNET),
     "dnn": lambda r: DNNBaseline(ratio=r, patch_len=64, hidden_sizes=[32, 32]),
     "cubic": lambda r: CubicBaseline(ratio=r),
+    "apbwe": lambda r: APBWE(r, channels=8, layers=2, n_fft=128, hop_length=16, win_length=64),
 }
 
 
