@@ -15,9 +15,8 @@ from torch import Tensor, nn
 from audio_superres.checkpoint import instantiate_trusted
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec, crop_to_multiple, make_lowres
-from audio_superres.metrics import SuperResMetrics, compute_metrics_many
+from audio_superres.metrics import METRIC_KEYS, SuperResMetrics, compute_metrics_many
 
-METRIC_KEYS = ("snr", "lsd", "lsd_hf", "lsd_paper")
 DEFAULT_LOSS = {"_target_": "audio_superres.losses.RMSELoss"}
 DEFAULT_OPTIM = {
     "lr": 3e-4,
@@ -256,7 +255,7 @@ class SuperResolutionModule(L.LightningModule):
         self.test_rows, self.test_examples, self.test_summary = [], [], {}
         self._eval_rng = None
 
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
         hr, lr, cubic, pred, values = self._eval_step(batch, "test")
         m, c = values["model"], values["cubic"]
         row: dict[str, Any] = {
@@ -269,6 +268,7 @@ class SuperResolutionModule(L.LightningModule):
         self.test_rows.append(row)
         if batch_idx < self.n_log_examples:
             self.test_examples.append(self._keep_example(batch, hr, lr, cubic, pred))
+        return {"hr": hr, "model": pred, "cubic": cubic}  # for callbacks (perceptual metrics)
 
     def on_test_epoch_end(self) -> None:
         summary = self._log_summary("test")

@@ -17,6 +17,7 @@ from audio_superres.report.page import evaluation_page
 from audio_superres.report.results import format_table, write_results
 from audio_superres.runs import finish_wandb, library_versions, single_lightning_log
 from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
+from audio_superres.tasks.perceptual import perceptual_callbacks
 from audio_superres.tasks.train import instantiate_group
 from audio_superres.utils import ensure_writable_dir
 
@@ -124,6 +125,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         enable_checkpointing=False,
         default_root_dir=str(output_dir),
         enable_model_summary=False,
+        callbacks=perceptual_callbacks(cfg),
     )
     meta = {
         "ratio": module.ratio,

@@ -22,6 +22,7 @@ from audio_superres.runs import (
     write_status,
 )
 from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
+from audio_superres.tasks.perceptual import perceptual_callbacks
 from audio_superres.utils import ensure_writable_dir
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,7 @@ def train(cfg: DictConfig) -> float:
         callbacks = instantiate_group(cfg.get("callbacks"))
     with config_errors("logger"):
         loggers = instantiate_group(cfg.get("logger"))
+    perceptual = perceptual_callbacks(cfg)  # PESQ/STOI of the final test, if asked for
 
     max_steps = cfg.trainer.get("max_steps", -1)
     interval = cfg.trainer.get("val_check_interval")
@@ -204,6 +206,7 @@ def train(cfg: DictConfig) -> float:
             trainer = single_device_tester(trainer)
             if trainer is None:
                 return best_score
+        trainer.callbacks.extend(perceptual)
         if cfg.get("test_lowpass"):
             metrics_path, results = score_under_filters(
                 trainer, module, datamodule, cfg.test_lowpass, output_dir, meta, test_ckpt
