@@ -37,7 +37,7 @@ from audio_superres.tasks.mismatch import FilterResult, mismatch_rows, write_mis
 from audio_superres.tasks.perceptual import PerceptualMetrics, perceptual_callbacks
 
 from .conftest import REPO, voiced_signal
-from .test_e2e import last_line, run
+from .test_e2e import last_line, run, train_args
 
 
 def speech_pair(sr: int = 16000, seconds: float = 2.0, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -251,3 +251,24 @@ def test_evaluate_48k_corpus_scores_pesq_at_16k_and_survives_silence(tmp_path: P
     assert "PESQ-WB" in (out / "report" / "index.html").read_text()
     for key in PERCEPTUAL_KEYS:
         assert math.isfinite(metrics["model"][key])
+
+
+def test_train_final_test_with_perceptual_metrics_under_two_filters(tiny_corpus, tmp_path):
+    """train.py perceptual_metrics=true: PESQ/STOI in metrics.json, by_lowpass and mismatch.csv."""
+    run_dir = tmp_path / "train"
+    args = train_args(tiny_corpus, run_dir) + [
+        "perceptual_metrics=true",
+        "perceptual_workers=0",
+        "test_lowpass=[none,chebyshev]",
+    ]
+    proc = run(args, cwd=tmp_path)
+    assert "PESQ-WB" in proc.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["model"]) == set(ALL_METRIC_KEYS)
+    for name in ("none", "chebyshev"):
+        assert metrics["by_lowpass"][name]["perceptual"]["n_files"]["model"]["pesq"] == 2
+    rows = list(csv.DictReader((run_dir / "mismatch.csv").open()))
+    assert [r["test_lowpass"] for r in rows] == ["none", "chebyshev"]
+    assert {f"model_{k}" for k in ALL_METRIC_KEYS} <= set(rows[0])
+    # the same input files under another filter give other perceptual scores
+    assert rows[0]["cubic_pesq"] != rows[1]["cubic_pesq"]
