@@ -451,8 +451,8 @@ class LSD(_UtteranceMean):
         return lsd(preds, target)
 
 
-class LSDHF(_UtteranceMean):
-    """Mean per-utterance LSD over the bins above the low-res Nyquist (see :func:`lsd_hf`)."""
+class _BandLSD(_UtteranceMean):
+    """An LSD over part of the band, split at the low-res Nyquist of `ratio`."""
 
     higher_is_better = False
 
@@ -460,20 +460,17 @@ class LSDHF(_UtteranceMean):
         hf_start_bin(ratio)  # fail at construction, not at the first update
         super().__init__(**kwargs)
         self.ratio = ratio
+
+
+class LSDHF(_BandLSD):
+    """Mean per-utterance LSD over the bins above the low-res Nyquist (see :func:`lsd_hf`)."""
 
     def _per_utterance(self, preds: Tensor, target: Tensor) -> Tensor:
         return lsd_hf(preds, target, self.ratio)
 
 
-class LSDLF(_UtteranceMean):
+class LSDLF(_BandLSD):
     """Mean per-utterance LSD over the bins below the low-res Nyquist (see :func:`lsd_lf`)."""
-
-    higher_is_better = False
-
-    def __init__(self, ratio: float, **kwargs: Any) -> None:
-        hf_start_bin(ratio)  # fail at construction, not at the first update
-        super().__init__(**kwargs)
-        self.ratio = ratio
 
     def _per_utterance(self, preds: Tensor, target: Tensor) -> Tensor:
         return lsd_lf(preds, target, self.ratio)
@@ -549,14 +546,24 @@ def _at_perceptual_rate(x: np.ndarray, sample_rate: int) -> np.ndarray:
     return resample_audio(x, int(sample_rate), PERCEPTUAL_RATE).astype(np.float64)
 
 
+def _undefined_input(pred: np.ndarray, target: np.ndarray) -> str | None:
+    """Why no perceptual metric is defined for this pair, or None."""
+    if not np.any(target):
+        return "silent reference"
+    if not np.isfinite(pred).all():
+        return "non-finite prediction"
+    return None
+
+
 def _pesq_one(pred: np.ndarray, target: np.ndarray) -> tuple[float, str | None]:
     """Wideband PESQ of 16 kHz signals via torchmetrics (``pesq`` package); NaN + reason when
     the ITU algorithm finds no speech ("No utterances detected") or the signal is too short."""
     import pesq as pesq_backend
     from torchmetrics.functional.audio import perceptual_evaluation_speech_quality
 
-    if not np.any(target) or not np.isfinite(pred).all():
-        return math.nan, "silent reference" if not np.any(target) else "non-finite prediction"
+    problem = _undefined_input(pred, target)
+    if problem is not None:
+        return math.nan, problem
     try:
         value = perceptual_evaluation_speech_quality(
             torch.from_numpy(pred), torch.from_numpy(target), PERCEPTUAL_RATE, "wb"
@@ -574,8 +581,9 @@ def _stoi_one(pred: np.ndarray, target: np.ndarray) -> tuple[float, str | None]:
     for a silent reference or fewer than 30 frames of speech (where pystoi returns 1e-5)."""
     from torchmetrics.functional.audio import short_time_objective_intelligibility
 
-    if not np.any(target) or not np.isfinite(pred).all():
-        return math.nan, "silent reference" if not np.any(target) else "non-finite prediction"
+    problem = _undefined_input(pred, target)
+    if problem is not None:
+        return math.nan, problem
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         value = short_time_objective_intelligibility(
@@ -599,14 +607,15 @@ def perceptual_metrics_many(
     `problems` says why: the caller names the file in a warning; nothing raises. Pure CPU, no
     state: safe to run in worker processes.
     """
-    target_16k = _at_perceptual_rate(_as_numpy_1d(target, "target"), sample_rate)
+    target_np = _as_numpy_1d(target, "target")
+    target_16k = _at_perceptual_rate(target_np, sample_rate)
     out = {}
     for name, pred in preds.items():
         pred_np = _as_numpy_1d(pred, name)
-        if pred_np.shape != _as_numpy_1d(target, "target").shape:
+        if pred_np.shape != target_np.shape:
             raise ValueError(
                 f"{name}: prediction and target differ in length "
-                f"({pred_np.shape[0]} vs {np.shape(target)[-1]})"
+                f"({pred_np.shape[0]} vs {target_np.shape[0]})"
             )
         pred_16k = _at_perceptual_rate(pred_np, sample_rate)
         scores = PerceptualScores(values={})
