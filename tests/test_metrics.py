@@ -11,6 +11,9 @@ from audio_superres import metrics
 from audio_superres.metrics import (
     LSD,
     LSDHF,
+    LSDLF,
+    METRIC_KEYS,
+    SISDR,
     SNR,
     LSDPaper,
     SuperResMetrics,
@@ -18,7 +21,9 @@ from audio_superres.metrics import (
     compute_metrics_many,
     lsd,
     lsd_hf,
+    lsd_lf,
     lsd_paper,
+    si_sdr,
     snr,
 )
 
@@ -43,10 +48,22 @@ def ref_snr(pred: np.ndarray, target: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(target**2) / np.sum((target - pred) ** 2)))
 
 
-def ref_lsd(pred: np.ndarray, target: np.ndarray, start_bin: int = 0) -> float:
-    p_y = np.log10(np.maximum(ref_power(target), 1e-8))[:, start_bin:]
-    p_h = np.log10(np.maximum(ref_power(pred), 1e-8))[:, start_bin:]
+def ref_lsd(
+    pred: np.ndarray, target: np.ndarray, start_bin: int = 0, stop_bin: int | None = None
+) -> float:
+    p_y = np.log10(np.maximum(ref_power(target), 1e-8))[:, start_bin:stop_bin]
+    p_h = np.log10(np.maximum(ref_power(pred), 1e-8))[:, start_bin:stop_bin]
     return float(np.mean(np.sqrt(np.mean((p_y - p_h) ** 2, axis=1))))
+
+
+def ref_si_sdr(pred: np.ndarray, target: np.ndarray) -> float:
+    """Le Roux et al. 2019, eq. (2)-(3), on zero-mean signals, no epsilon."""
+    y = target - target.mean()
+    yhat = pred - pred.mean()
+    alpha = np.dot(yhat, y) / np.dot(y, y)
+    e_target = alpha * y
+    e_residual = yhat - e_target
+    return float(10 * np.log10(np.sum(e_target**2) / np.sum(e_residual**2)))
 
 
 def ref_lsd_paper(pred: np.ndarray, target: np.ndarray, clip: bool = True) -> float:
@@ -133,7 +150,10 @@ def test_functional_matches_reference(name: str, pred: np.ndarray, target: np.nd
         start = int(1025 / ratio)
         expected = ref_lsd(pred, target, start)
         assert lsd_hf(p, t, ratio).item() == pytest.approx(expected, rel=RTOL)
+        expected_lf = ref_lsd(pred, target, 0, start)
+        assert lsd_lf(p, t, ratio).item() == pytest.approx(expected_lf, rel=RTOL)
     assert lsd_paper(p, t).item() == pytest.approx(ref_lsd_paper(pred, target), rel=RTOL)
+    assert si_sdr(p, t).item() == pytest.approx(ref_si_sdr(pred, target), rel=RTOL, abs=1e-6)
 
 
 def test_snr_eps_is_negligible_on_ordinary_signals() -> None:
@@ -150,6 +170,7 @@ def test_short_signals_follow_numpy_reflect_padding(n: int) -> None:
     p, t = t64(pred), t64(target)
     assert lsd(p, t).item() == pytest.approx(ref_lsd(pred, target), rel=RTOL)
     assert lsd_hf(p, t, 3).item() == pytest.approx(ref_lsd(pred, target, 341), rel=RTOL)
+    assert lsd_lf(p, t, 3).item() == pytest.approx(ref_lsd(pred, target, 0, 341), rel=RTOL)
     assert lsd_paper(p, t).item() == pytest.approx(ref_lsd_paper(pred, target), rel=RTOL)
 
 
@@ -167,8 +188,9 @@ def test_batched_equals_per_row_and_shapes() -> None:
     preds = np.stack([lowpassed(row, 3) for row in targets])
     p, t = t64(preds), t64(targets)
     batched = compute_metrics(p, t, 3)
-    assert list(batched) == ["snr", "lsd", "lsd_hf", "lsd_paper"]
-    separate = {"snr": snr, "lsd": lsd, "lsd_paper": lsd_paper}
+    assert list(batched) == list(METRIC_KEYS)
+    assert METRIC_KEYS == ("snr", "si_sdr", "lsd", "lsd_hf", "lsd_lf", "lsd_paper")
+    separate = {"snr": snr, "si_sdr": si_sdr, "lsd": lsd, "lsd_paper": lsd_paper}
     for key, fn in separate.items():
         assert batched[key].shape == (3,)
         torch.testing.assert_close(fn(p, t), batched[key], rtol=1e-10, atol=1e-12)
@@ -177,6 +199,7 @@ def test_batched_equals_per_row_and_shapes() -> None:
             assert row.shape == ()
             torch.testing.assert_close(row, batched[key][i], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(lsd_hf(p, t, 3), batched["lsd_hf"], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(lsd_lf(p, t, 3), batched["lsd_lf"], rtol=1e-10, atol=1e-12)
     single = compute_metrics(p[1], t[1], 3)
     assert all(v.shape == () for v in single.values())
 
@@ -186,6 +209,7 @@ def test_identical_signals() -> None:
     values = compute_metrics(x, x.clone(), 4)
     assert torch.isfinite(values["snr"]).all() and (values["snr"] > 100).all()
     assert (values["lsd"] == 0).all() and (values["lsd_hf"] == 0).all()
+    assert (values["lsd_lf"] == 0).all() and (values["si_sdr"] > 100).all()
     torch.testing.assert_close(values["lsd_paper"], torch.full((2,), 1e-4, dtype=torch.float64))
 
 
@@ -248,6 +272,10 @@ def test_input_validation() -> None:
             lsd_hf(x, x, bad)
         with pytest.raises(ValueError, match="ratio"):
             LSDHF(bad)
+        with pytest.raises(ValueError, match="ratio"):
+            lsd_lf(x, x, bad)
+        with pytest.raises(ValueError, match="ratio"):
+            LSDLF(bad)
 
 
 # ------------------------------------------------------------------------------------------
@@ -265,11 +293,13 @@ def _three_utterances() -> tuple[torch.Tensor, torch.Tensor]:
     "metric,fn",
     [
         (SNR(), snr),
+        (SISDR(), si_sdr),
         (LSD(), lsd),
         (LSDHF(2), lambda p, t: lsd_hf(p, t, 2)),
+        (LSDLF(2), lambda p, t: lsd_lf(p, t, 2)),
         (LSDPaper(), lsd_paper),
     ],
-    ids=["snr", "lsd", "lsd_hf", "lsd_paper"],
+    ids=["snr", "si_sdr", "lsd", "lsd_hf", "lsd_lf", "lsd_paper"],
 )
 def test_metric_classes_average_over_utterances(metric, fn) -> None:
     preds, targets = _three_utterances()
@@ -290,7 +320,7 @@ def test_compute_metrics_many_shares_the_target_and_feeds_the_collection() -> No
     many = compute_metrics_many({"a": preds, "b": other}, targets, 2)
     for name, pred in (("a", preds), ("b", other)):
         single = compute_metrics(pred, targets, 2)
-        for key in ("snr", "lsd", "lsd_hf", "lsd_paper"):
+        for key in METRIC_KEYS:
             torch.testing.assert_close(many[name][key], single[key], rtol=0, atol=0)
     assert not torch.equal(many["a"]["snr"], many["b"]["snr"])
     direct, shared = SuperResMetrics(2), SuperResMetrics(2)
@@ -305,7 +335,7 @@ def test_compute_metrics_many_shares_the_target_and_feeds_the_collection() -> No
 def test_superres_metrics_collection() -> None:
     preds, targets = _three_utterances()
     collection = SuperResMetrics(2)
-    assert set(collection.keys()) == {"snr", "lsd", "lsd_hf", "lsd_paper"}
+    assert set(collection.keys()) == set(METRIC_KEYS)
     # a perfect first batch makes LSD and LSD-HF states equal: they must not be merged
     collection.update(targets[:1], targets[:1])
     collection.update(preds[1:], targets[1:])
@@ -318,8 +348,10 @@ def test_superres_metrics_collection() -> None:
     prefixed = SuperResMetrics(4, prefix="val/cubic_")
     assert set(prefixed.keys(keep_base=False)) == {
         "val/cubic_snr",
+        "val/cubic_si_sdr",
         "val/cubic_lsd",
         "val/cubic_lsd_hf",
+        "val/cubic_lsd_lf",
         "val/cubic_lsd_paper",
     }
 

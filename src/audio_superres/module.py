@@ -15,9 +15,8 @@ from audio_superres.checkpoint import instantiate_trusted
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec, crop_to_multiple, make_lowres
 from audio_superres.inference import InferenceSettings, super_resolve
-from audio_superres.metrics import SuperResMetrics, compute_metrics_many
+from audio_superres.metrics import METRIC_KEYS, SuperResMetrics, compute_metrics_many
 
-METRIC_KEYS = ("snr", "lsd", "lsd_hf", "lsd_paper")
 DEFAULT_LOSS = {"_target_": "audio_superres.losses.RMSELoss"}
 DEFAULT_OPTIM = {
     "lr": 3e-4,

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from audio_superres.metrics import ALL_METRIC_KEYS, METRIC_LABELS
+from audio_superres.report.results import perceptual_note, table_keys
 from audio_superres.utils import atomic_write_bytes, atomic_write_text
 
 __all__ = ["LABELS", "PageExample", "Table", "read_csv_table", "write_samples_page"]
@@ -190,10 +192,12 @@ def evaluation_page(
     """
     out_dir = Path(out_dir)
     sr, ratio = int(meta["sample_rate"]), int(meta["ratio"])
-    keys = ("snr", "lsd", "lsd_hf", "lsd_paper")
-    header = ["", "SNR (dB)", "LSD", "LSD-HF", "LSD (paper)"]
+    keys = table_keys(summary, include_paper_lsd=True)
+    header = ["", *(METRIC_LABELS[k] for k in keys)]
     table_rows = [[who, *(float(summary[who][k]) for k in keys)] for who in ("model", "cubic")]
-    tables = [Table(f"Summary over {summary.get('n_files', len(rows))} files", header, table_rows)]
+    title = f"Summary over {summary.get('n_files', len(rows))} files"
+    note = perceptual_note(summary)
+    tables = [Table(f"{title} ({note})" if note else title, header, table_rows)]
     mismatch = out_dir / "mismatch.csv"
     if mismatch.is_file():
         tables.append(read_csv_table(mismatch, "Filter mismatch (model trained on one filter)"))
@@ -201,16 +205,12 @@ def evaluation_page(
     page_examples = []
     for ex in examples:
         row = by_name.get(str(ex["name"]), {})
-        metrics = {
-            label: float(row[k])
-            for label, k in (
-                ("SNR (dB)", "snr"),
-                ("LSD", "lsd"),
-                ("cubic SNR (dB)", "cubic_snr"),
-                ("cubic LSD", "cubic_lsd"),
-            )
-            if k in row
-        }
+        shown = [k for k in ALL_METRIC_KEYS if k in row and k != "lsd_paper"]
+        metrics = {METRIC_LABELS[k]: float(row[k]) for k in shown}
+        metrics.update(
+            {f"cubic {METRIC_LABELS[k]}": float(row[f"cubic_{k}"]) for k in shown
+             if f"cubic_{k}" in row}  # fmt: skip
+        )
         page_examples.append(
             PageExample(
                 name=str(ex["name"]),

@@ -10,24 +10,67 @@ from typing import Any
 
 import numpy as np
 
+from audio_superres.metrics import ALL_METRIC_KEYS, HIGHER_IS_BETTER, METRIC_LABELS
 from audio_superres.utils import atomic_write_json, atomic_write_text
 
-METRIC_NAMES = {"snr": "SNR (dB)", "lsd": "LSD", "lsd_hf": "LSD-HF", "lsd_paper": "LSD (paper)"}
+METRIC_NAMES = METRIC_LABELS  # column headers, defined with the metrics
 
 
-def format_table(metrics: Mapping[str, Any], keys: Sequence[str] = ("snr", "lsd", "lsd_hf")) -> str:
-    """Model vs cubic, and the model's gain (positive = better for every column)."""
-    head = f"{'':<8}" + "".join(f"{METRIC_NAMES[k]:>12}" for k in keys)
+def table_keys(metrics: Mapping[str, Any], include_paper_lsd: bool = False) -> list[str]:
+    """The metric keys a summary holds, in table order (`metrics.ALL_METRIC_KEYS`).
+
+    The 2017-code LSD is left out unless asked for: it only compares with the 2017 table.
+    """
+    present = metrics.get("model", {})
+    return [
+        k
+        for k in ALL_METRIC_KEYS
+        if k in present and (include_paper_lsd or k != "lsd_paper")
+    ]
+
+
+def perceptual_note(summary: Mapping[str, Any]) -> str:
+    """One line saying at which rate PESQ/STOI were computed and how many files they cover."""
+    info = summary.get("perceptual")
+    if not info:
+        return ""
+    rate = int(info["sample_rate"])
+    origin = info.get("resampled_from")
+    where = f"at {rate // 1000} kHz" + (f" (resampled from {origin} Hz)" if origin else "")
+    covered = []
+    for who in ("model", "cubic"):
+        counts = info["n_files"][who]
+        covered.append(
+            f"{who} " + ", ".join(f"{METRIC_LABELS[k]} {counts[k]}" for k in counts)
+        )
+    total = info.get("n_files_total", summary.get("n_files"))
+    return (
+        f"PESQ (wideband, P.862.2) and STOI {where}; files averaged (NaN skipped) of {total}: "
+        + "; ".join(covered)
+    )
+
+
+def format_table(metrics: Mapping[str, Any], keys: Sequence[str] | None = None) -> str:
+    """Model vs cubic, and the model's gain (positive = better for every column).
+
+    `keys` defaults to every metric the summary holds (`table_keys`); a line under the table
+    says at which rate PESQ and STOI were computed, when they were.
+    """
+    keys = table_keys(metrics) if keys is None else list(keys)
+    head = f"{'':<8}" + "".join(f"{METRIC_NAMES[k]:>13}" for k in keys)
     lines = [head]
     for who in ("model", "cubic"):
-        lines.append(f"{who:<8}" + "".join(f"{metrics[who][k]:>12.3f}" for k in keys))
+        lines.append(f"{who:<8}" + "".join(f"{metrics[who][k]:>13.3f}" for k in keys))
     gain = [
         metrics["model"][k] - metrics["cubic"][k]
-        if k == "snr"
+        if k in HIGHER_IS_BETTER
         else metrics["cubic"][k] - metrics["model"][k]
         for k in keys
     ]
-    lines.append(f"{'gain':<8}" + "".join(f"{g:>+12.3f}" for g in gain))
+    lines.append(f"{'gain':<8}" + "".join(f"{g:>+13.3f}" for g in gain))
+    note = perceptual_note(metrics)
+    if note:
+        lines.append(note)
     return "\n".join(lines)
 
 
@@ -73,6 +116,7 @@ def write_results(
         "model": summary["model"],
         "cubic": summary["cubic"],
         "n_files": summary["n_files"],
+        **({"perceptual": summary["perceptual"]} if summary.get("perceptual") else {}),
         **meta,
     }
     write_per_file_csv(out_dir / "per_file.csv", rows)

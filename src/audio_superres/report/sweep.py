@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from audio_superres.metrics import ALL_METRIC_KEYS, METRIC_LABELS
 from audio_superres.utils import atomic_write_text, atomic_write_with
 
 log = logging.getLogger(__name__)
@@ -41,14 +42,10 @@ SUMMARY_COLUMNS = (
     "seed",
     "ratio",
     "n_files",
-    "model_snr",
-    "cubic_snr",
     "snr_gain",
-    "model_lsd",
-    "cubic_lsd",
     "lsd_gain",
-    "model_lsd_hf",
-    "cubic_lsd_hf",
+    # every metric of metrics.ALL_METRIC_KEYS (blank where a job did not compute it)
+    *(f"{who}_{k}" for k in ALL_METRIC_KEYS for who in ("model", "cubic")),
     "best_val_snr",
     "optimized_metric",
     "best",
@@ -145,14 +142,10 @@ def read_job(job_dir: Path, sweep_dir: Path) -> list[dict[str, Any]]:
                 "status": "completed",
                 "test_lowpass": name,
                 "n_files": m.get("n_files", metrics.get("n_files", "")),
-                "model_snr": model["snr"],
-                "cubic_snr": cubic["snr"],
                 "snr_gain": model["snr"] - cubic["snr"],
-                "model_lsd": model["lsd"],
-                "cubic_lsd": cubic["lsd"],
                 "lsd_gain": cubic["lsd"] - model["lsd"],
-                "model_lsd_hf": model.get("lsd_hf", ""),
-                "cubic_lsd_hf": cubic.get("lsd_hf", ""),
+                **{f"model_{k}": model.get(k, "") for k in ALL_METRIC_KEYS},
+                **{f"cubic_{k}": cubic.get(k, "") for k in ALL_METRIC_KEYS},
             }
         )
     return rows
@@ -200,6 +193,8 @@ def pivot(
             continue  # failed, or validated only (no test metrics)
         if r["row"] not in row_labels:
             row_labels.append(r["row"])
+        if r.get(value, "") == "":
+            continue  # a metric this job did not compute (e.g. PESQ switched off)
         if r["test_lowpass"] not in cols:
             cols.append(r["test_lowpass"])
         cells[(r["row"], r["test_lowpass"])].append(float(r[value]))
@@ -239,12 +234,18 @@ def summary_markdown(sweep_dir: Path, rows: Sequence[Mapping[str, Any]]) -> str:
         + f". Directory: `{sweep_dir}`",
         "",
     ]
-    for value, title in (
+    pivots = [
         ("snr_gain", "SNR gain over cubic (dB; higher is better)"),
         ("model_snr", "Model SNR (dB)"),
         ("model_lsd", "Model LSD (lower is better)"),
         ("cubic_lsd", "Cubic LSD"),
-    ):
+    ]
+    pivots += [
+        (f"model_{k}", f"Model {METRIC_LABELS[k]}")
+        for k in ALL_METRIC_KEYS
+        if k not in ("snr", "lsd", "lsd_paper")
+    ]
+    for value, title in pivots:
         row_labels, cols, cells = pivot(rows, value)
         if not cells:
             continue
@@ -264,6 +265,8 @@ def summary_markdown(sweep_dir: Path, rows: Sequence[Mapping[str, Any]]) -> str:
     lines += ["## Jobs (overrides: those that differ between jobs)", ""]
     cols = ["job", "status", "train_lowpass", "test_lowpass", "seed", "model_snr", "cubic_snr",
             "snr_gain", "model_lsd", "cubic_lsd", "best", "overrides", "error"]  # fmt: skip
+    extra = [f"model_{k}" for k in ALL_METRIC_KEYS if k not in ("snr", "lsd", "lsd_paper")]
+    cols[10:10] = [c for c in extra if any(r.get(c, "") != "" for r in rows)]
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))
     varying = _varying_keys(rows, exclude=())

@@ -22,6 +22,7 @@ from audio_superres.runs import (
     single_lightning_log,
 )
 from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
+from audio_superres.tasks.perceptual import perceptual_callbacks
 from audio_superres.tasks.train import inference_settings, instantiate_group
 from audio_superres.utils import ensure_writable_dir
 
@@ -173,7 +174,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         accelerator=accelerator,
         devices=1,
         logger=loggers or False,
-        callbacks=callbacks,
+        callbacks=[*callbacks, *perceptual_callbacks(cfg)],
         enable_checkpointing=False,
         default_root_dir=str(output_dir),
         enable_model_summary=False,

@@ -21,22 +21,26 @@ import lightning as L
 from omegaconf import OmegaConf
 
 from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec
+from audio_superres.metrics import ALL_METRIC_KEYS, METRIC_KEYS, METRIC_LABELS
 from audio_superres.module import SuperResolutionModule, lowpass_to_dict
 from audio_superres.report.page import evaluation_page
 from audio_superres.report.results import write_results
 from audio_superres.utils import atomic_write_text
 
-# Read by other tools (the samples page): keep exactly this header.
+# The header of mismatch.csv (read by the samples page and the sweep tools): every metric of
+# `metrics.METRIC_KEYS` for the model, then for cubic; PESQ/STOI columns follow when computed.
 MISMATCH_COLUMNS = (
     "test_lowpass",
     "n_files",
-    "model_snr",
-    "model_lsd",
-    "model_lsd_hf",
-    "cubic_snr",
-    "cubic_lsd",
-    "cubic_lsd_hf",
+    *(f"model_{k}" for k in METRIC_KEYS),
+    *(f"cubic_{k}" for k in METRIC_KEYS),
 )
+
+
+def mismatch_columns(results: Sequence[FilterResult]) -> list[str]:
+    """`MISMATCH_COLUMNS`, with the perceptual metrics when every filter's summary has them."""
+    keys = [k for k in ALL_METRIC_KEYS if results and all(k in r.summary["model"] for r in results)]
+    return ["test_lowpass", "n_files", *(f"{w}_{k}" for w in ("model", "cubic") for k in keys)]
 
 
 @dataclass
@@ -115,13 +119,14 @@ def evaluate_filters(
 
 
 def mismatch_rows(results: Sequence[FilterResult]) -> list[dict[str, Any]]:
-    """One row per test filter with the MISMATCH_COLUMNS."""
+    """One row per test filter with the `mismatch_columns`."""
+    columns = mismatch_columns(results)
     rows = []
     for r in results:
         row: dict[str, Any] = {"test_lowpass": r.name, "n_files": r.summary["n_files"]}
-        for who in ("model", "cubic"):
-            for key in ("snr", "lsd", "lsd_hf"):
-                row[f"{who}_{key}"] = r.summary[who][key]
+        for column in columns[2:]:
+            who, key = column.split("_", 1)
+            row[column] = r.summary[who][key]
         rows.append(row)
     return rows
 
@@ -129,7 +134,7 @@ def mismatch_rows(results: Sequence[FilterResult]) -> list[dict[str, Any]]:
 def write_mismatch_csv(path: Path, results: Sequence[FilterResult]) -> Path:
     """mismatch.csv (written atomically); floats with 6 significant digits."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(MISMATCH_COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=mismatch_columns(results), lineterminator="\n")
     writer.writeheader()
     for row in mismatch_rows(results):
         writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
@@ -157,6 +162,7 @@ def score_under_filters(
             "model": r.summary["model"],
             "cubic": r.summary["cubic"],
             "n_files": r.summary["n_files"],
+            **({"perceptual": r.summary["perceptual"]} if r.summary.get("perceptual") else {}),
             "lowpass_spec": lowpass_to_dict(r.spec),
         }
         for r in results
@@ -170,12 +176,15 @@ def score_under_filters(
 
 
 def format_mismatch(results: Sequence[FilterResult]) -> str:
-    """Console table: SNR and LSD of model and cubic under each test filter."""
-    lines = [f"{'test filter':<14}{'SNR':>9}{'cubic':>9}{'gain':>9}{'LSD':>9}{'cubic':>9}"]
+    """Console table: every metric (but the 2017 LSD) of model and cubic under each filter."""
+    columns = mismatch_columns(results)
+    keys = [c.split("_", 1)[1] for c in columns if c.startswith("model_")]
+    keys = [k for k in keys if k != "lsd_paper"]
+    lines = [f"{'test filter':<14}{'':<7}" + "".join(f"{METRIC_LABELS[k]:>13}" for k in keys)]
     for row in mismatch_rows(results):
-        lines.append(
-            f"{row['test_lowpass']:<14}{row['model_snr']:>9.2f}{row['cubic_snr']:>9.2f}"
-            f"{row['model_snr'] - row['cubic_snr']:>+9.2f}{row['model_lsd']:>9.3f}"
-            f"{row['cubic_lsd']:>9.3f}"
-        )
+        for who in ("model", "cubic"):
+            name = row["test_lowpass"] if who == "model" else ""
+            lines.append(
+                f"{name:<14}{who:<7}" + "".join(f"{row[f'{who}_{k}']:>13.3f}" for k in keys)
+            )
     return "\n".join(lines)

@@ -31,6 +31,7 @@ from audio_superres.runs import (
 )
 from audio_superres.tasks.best_metric import BestMetric
 from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
+from audio_superres.tasks.perceptual import perceptual_callbacks
 from audio_superres.utils import ensure_writable_dir
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ def train(cfg: DictConfig) -> float:
     with config_errors("logger"):
         loggers = instantiate_group(cfg.get("logger"))
     callbacks = drop_callbacks_needing_a_logger(callbacks, loggers)
+    perceptual = perceptual_callbacks(cfg)  # PESQ/STOI of the final test, if asked for
 
     max_steps = cfg.trainer.get("max_steps", -1)
     interval = cfg.trainer.get("val_check_interval")
@@ -252,6 +254,7 @@ def train(cfg: DictConfig) -> float:
             trainer = single_device_tester(trainer)
             if trainer is None:
                 return result
+        trainer.callbacks.extend(perceptual)
         if cfg.get("test_lowpass"):
             metrics_path, results = score_under_filters(
                 trainer, module, datamodule, cfg.test_lowpass, output_dir, meta, test_ckpt
