@@ -8,9 +8,15 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from audio_superres.checkpoint import CheckpointError, instantiate_trusted, load_checkpoint
+from audio_superres.checkpoint import (
+    CheckpointError,
+    instantiate_data,
+    instantiate_trusted,
+    load_checkpoint,
+)
 from audio_superres.errors import ConfigError, DataError, config_errors
 from audio_superres.module import SuperResolutionModule
 from audio_superres.report.page import evaluation_page
@@ -45,8 +51,11 @@ def settle_from_checkpoint(cfg: DictConfig, key: str, stored: Any, ckpt_path: st
     return int(value)
 
 
-def build_for_evaluation(cfg: DictConfig) -> tuple[SuperResolutionModule, dict[str, Any]]:
-    """The module to evaluate and the resolved data config, from a checkpoint and/or overrides."""
+def build_for_evaluation(
+    cfg: DictConfig,
+) -> tuple[SuperResolutionModule, dict[str, Any], bool]:
+    """The module to evaluate, the resolved data config, and whether that config comes from the
+    checkpoint (then it is built only from the data allow-list, `checkpoint.instantiate_data`)."""
     ckpt = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     hp: dict[str, Any] = ckpt["hyper_parameters"] if ckpt else {}
     ckpt_path = cfg.get("ckpt_path")
@@ -78,12 +87,14 @@ def build_for_evaluation(cfg: DictConfig) -> tuple[SuperResolutionModule, dict[s
     if ckpt is not None:
         module.load_state_dict(ckpt["state_dict"])
 
-    data_cfg = _plain(cfg.get("data")) or hp.get("data_config")
+    data_cfg = _plain(cfg.get("data"))
+    from_checkpoint = data_cfg is None and hp.get("data_config") is not None
+    data_cfg = data_cfg or hp.get("data_config")
     if data_cfg is None:
         raise ConfigError(
             "no data to evaluate on: pass data=folder data.root=DIR data.test_speakers='*'"
         )
-    return module, data_cfg
+    return module, data_cfg, from_checkpoint
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -100,10 +111,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     versions = library_versions()
     output_dir = ensure_writable_dir(output_dir)
     with config_errors("model"):
-        module, data_cfg = build_for_evaluation(cfg)
+        module, data_cfg, data_from_checkpoint = build_for_evaluation(cfg)
     module.inference = dict(_plain(cfg.get("inference")) or {})  # evaluation = inference.py
     with config_errors("data"):
-        datamodule = instantiate_trusted(data_cfg, "data")
+        if data_from_checkpoint:
+            datamodule = instantiate_data(data_cfg, str(cfg.ckpt_path))
+        else:  # the user's own config, as in train.py
+            datamodule = instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
     if not datamodule.test_indices:
