@@ -88,7 +88,7 @@ def test_every_plan_sums_to_one_is_aligned_and_ends_at_m():
         assert plan.starts[0] == 0, case
         assert plan.span(len(plan.starts) - 1)[1] == m, case
         assert all(s * ratio % align_hr == 0 for s in plan.starts), case
-        assert all(b > a for a, b in zip(plan.starts, plan.starts[1:])), case
+        assert all(b > a for a, b in zip(plan.starts, plan.starts[1:], strict=False)), case
         np.testing.assert_allclose(weight_sum(plan, ratio), 1.0, atol=1e-6, err_msg=str(case))
         if len(plan.starts) > 1:
             assert plan.overlap <= plan.hop, case  # only neighbours overlap

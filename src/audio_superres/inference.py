@@ -313,7 +313,8 @@ def _chunked(
             if end_hr - acc_start > acc.shape[1]:
                 grow = np.zeros((channels, end_hr - acc_start - acc.shape[1]), dtype=np.float32)
                 acc = np.concatenate([acc, grow], axis=1)
-            acc[:, start_hr - acc_start : end_hr - acc_start] += out[i] * chunk_window(plan, ratio, k)
+            weights = chunk_window(plan, ratio, k)
+            acc[:, start_hr - acc_start : end_hr - acc_start] += out[i] * weights
         last = group[-1]
         final = (
             plan.starts[last + 1] * ratio if last + 1 < len(plan.starts) else m * ratio
