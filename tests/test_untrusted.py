@@ -133,13 +133,15 @@ def test_checkpoints_refuse_anything_but_allowed_classes(tmp_path: Path, attack:
     ckpt = _save_checkpoint(tmp_path / "crafted.ckpt", **changes)
     target = next(iter(_targets(changes)))
     expected = f"{ckpt}: refusing to build '"
-    for load in (
-        lambda: load_checkpoint(ckpt),
-        lambda: build_for_evaluation(_compose("evaluate", [f"ckpt_path={ckpt}"], tmp_path)),
-        lambda: Upsampler.from_config(
-            _compose("upsample", [f"ckpt_path={ckpt}", "input=x", "output=y"], tmp_path)
-        ),
-    ):
+    loads = [lambda: build_for_evaluation(_compose("evaluate", [f"ckpt_path={ckpt}"], tmp_path))]
+    if "data_config" not in changes:  # built only by evaluate.py without data=
+        loads += [
+            lambda: load_checkpoint(ckpt),
+            lambda: Upsampler.from_config(
+                _compose("upsample", [f"ckpt_path={ckpt}", "input=x", "output=y"], tmp_path)
+            ),
+        ]
+    for load in loads:
         with pytest.raises(CheckpointError) as info:
             load()
         message = str(info.value)
@@ -180,14 +182,21 @@ def test_allowed_classes_resolve_by_their_own_or_package_path() -> None:
         resolve_allowed_class("audio_superres.models.audiounet.CubicUpsample")
 
 
-def test_stored_optimizer_configs_are_kept_but_never_built(tmp_path: Path) -> None:
+def test_stored_configs_that_are_never_built_do_not_block_a_checkpoint(tmp_path: Path) -> None:
+    """Optimizer configs kept for reference, and a data config of the user's own corpus class
+    (never built when data= is given, nor by upsample.py), leave the model loadable."""
     optim = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 3e-4}
-    ckpt = _save_checkpoint(tmp_path / "with_optim.ckpt", optim=optim)
+    data = {"_target_": "my_lab.corpora.LabDataModule", "root": "/data"}
+    ckpt = _save_checkpoint(tmp_path / "with_optim.ckpt", optim=optim, data_config=data)
     assert load_checkpoint(ckpt)["hyper_parameters"]["optim"] == optim
     module, _, _ = build_for_evaluation(
         _compose("evaluate", [f"ckpt_path={ckpt}", "data=folder", "data.root=x"], tmp_path)
     )
     assert type(module.model).__name__ == "AudioUNet"
+    up = Upsampler.from_config(
+        _compose("upsample", [f"ckpt_path={ckpt}", "input=x", "output=y"], tmp_path)
+    )
+    assert type(up.model).__name__ == "AudioUNet"
 
 
 NEW_MODEL = '''

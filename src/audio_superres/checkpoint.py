@@ -13,7 +13,8 @@ the allow-list, never a function or an attribute reached through an imported mod
 A target is resolved by importing its module (which must lie inside an allowed package) and
 taking one attribute; the result must be a class defined in an allowed package whose own path is
 the target (or a re-export of it by its package's `__init__`). Every nested `_target_` is checked
-before anything is built; `_partial_` (a factory instead of an object) is refused. Objects are
+before anything is built; `_partial_` (a factory instead of an object) is refused, except for the
+corpus factory of a stored data config (a partial of an allowed class). Objects are
 then built here, by calling the checked classes with the config's plain values (no Hydra, no
 interpolation). Optimizer or scheduler configs that a run stores for reference are never built
 from a checkpoint: evaluate.py and upsample.py rebuild only the model (and the loss module, whose
@@ -22,6 +23,7 @@ state the checkpoint may hold).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import os
@@ -41,6 +43,7 @@ MODULE_PACKAGES = ("audio_superres.models", "audio_superres.losses")
 DATA_PACKAGES = ("audio_superres.data",)
 # keys of a stored config that Hydra would interpret; anything else starting with "_" is refused
 _CONFIG_KEYS = {"_target_", "_args_", "_recursive_", "_convert_"}
+_BUILD_KEYS = _CONFIG_KEYS | {"_partial_"}
 
 
 class CheckpointError(UserFacingError, ValueError):
@@ -114,9 +117,12 @@ def check_targets(
     where: str,
     packages: tuple[str, ...] = MODULE_PACKAGES,
     bases: tuple[type, ...] | None = None,
+    allow_partial: bool = False,
 ) -> None:
     """Refuse (RefusedTargetError naming `where`) any `_target_` in `cfg`, at any depth, that is
-    not an allowed class, and any `_partial_`; nothing is called."""
+    not an allowed class, and any `_partial_` unless `allow_partial` (a factory of an allowed
+    class: the data config's corpus); nothing is called."""
+    allowed_keys = _CONFIG_KEYS | ({"_partial_"} if allow_partial else set())
 
     def walk(node: Any, path: str) -> None:
         if isinstance(node, Mapping):
@@ -125,7 +131,7 @@ def check_targets(
                 try:
                     resolve_allowed_class(target, packages, bases)
                     odd = sorted(
-                        str(k) for k in node if str(k).startswith("_") and k not in _CONFIG_KEYS
+                        str(k) for k in node if str(k).startswith("_") and k not in allowed_keys
                     )
                     if odd:
                         raise ValueError(f"{', '.join(odd)} is not allowed in a stored config")
@@ -152,8 +158,10 @@ def _build(node: Any, packages: tuple[str, ...], bases: tuple[type, ...] | None)
         cls = resolve_allowed_class(node["_target_"], packages, bases)
         args = [_build(v, packages, bases) for v in node.get("_args_", [])]
         kwargs = {
-            str(k): _build(v, packages, bases) for k, v in node.items() if k not in _CONFIG_KEYS
+            str(k): _build(v, packages, bases) for k, v in node.items() if k not in _BUILD_KEYS
         }
+        if node.get("_partial_") is True:  # only where check_targets allowed it
+            return functools.partial(cls, *args, **kwargs)
         return cls(*args, **kwargs)
     if isinstance(node, (list, tuple)):
         return [_build(v, packages, bases) for v in node]
@@ -176,12 +184,17 @@ def instantiate_trusted(cfg: Mapping, where: str = "config", **kwargs: Any) -> A
     return _build({**cfg, **kwargs}, MODULE_PACKAGES, None)
 
 
+def check_stored_data(cfg: Any, where: str) -> None:
+    """Refuse a stored data config with anything but `audio_superres.data` classes in it."""
+    check_targets(_plain(cfg), where, DATA_PACKAGES, _data_bases(), allow_partial=True)
+
+
 def instantiate_data(cfg: Mapping, where: str = "data", **kwargs: Any) -> Any:
     """Build a data module recorded in a checkpoint: only `LightningDataModule`/`Corpus`
     classes of `audio_superres.data` (see the module docstring)."""
     cfg = _plain(cfg)
     bases = _data_bases()
-    check_targets(cfg, where, DATA_PACKAGES, bases)
+    check_targets(cfg, where, DATA_PACKAGES, bases, allow_partial=True)
     if not isinstance(cfg, Mapping) or "_target_" not in cfg:
         raise RefusedTargetError(f"{where}: a config with a _target_ class is needed")
     return _build({**cfg, **kwargs}, DATA_PACKAGES, bases)
@@ -204,12 +217,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: not an audio_superres checkpoint (no model/ratio in its hyper_parameters)"
         )
-    # what evaluate.py / upsample.py may build from it, checked before anything is called
+    # what evaluate.py / upsample.py build from every checkpoint, checked before anything is
+    # called (the stored data config is checked where it is used: `check_stored_data`)
     check_targets(hp["model"], str(path))
     if hp.get("loss") is not None:
         check_targets(hp["loss"], str(path))
-    if hp.get("data_config") is not None:
-        check_targets(hp["data_config"], str(path), DATA_PACKAGES, _data_bases())
     if not isinstance(hp["model"], Mapping) or "_target_" not in hp["model"]:
         raise CheckpointError(f"{path}: its model config has no _target_ class")
     return ckpt

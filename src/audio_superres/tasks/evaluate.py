@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audio_superres.checkpoint import (
     CheckpointError,
+    check_stored_data,
     instantiate_data,
     instantiate_trusted,
     load_checkpoint,
@@ -62,6 +63,8 @@ def build_for_evaluation(
     ratio = settle_from_checkpoint(cfg, "ratio", hp.get("ratio"), ckpt_path)
     sample_rate = settle_from_checkpoint(cfg, "sample_rate", hp.get("sample_rate"), ckpt_path)
 
+    if ckpt is not None and cfg.get("data") is None and hp.get("data_config") is not None:
+        check_stored_data(hp["data_config"], str(ckpt_path))  # before anything is built
     if ckpt is not None and cfg.get("model") is not None:
         raise ConfigError(
             "model= was given together with ckpt_path=: the model is stored in the checkpoint; "
