@@ -11,7 +11,10 @@ import torch
 from audio_superres.data.audio_io import read_audio, to_mono
 from audio_superres.dsp.lowpass import make_lowres
 from audio_superres.dsp.resample import resample_audio
+from audio_superres.errors import ConfigError
 from audio_superres.inference import (
+    ChunkPlan,
+    chunk_window,
     crossfade_ramp,
     plan_chunks,
     super_resolve,
@@ -61,6 +64,61 @@ def test_crossfade_weights_sum_to_one_and_plan_covers_the_signal():
     assert plan_chunks(500, RATIO, 1024, 256).starts == (0,)
 
 
+def weight_sum(plan: ChunkPlan, ratio: int) -> np.ndarray:
+    """The overlap-add weights of every chunk, summed at every HR sample."""
+    total = np.zeros(plan.length * ratio)
+    for k, start in enumerate(plan.starts):
+        w = chunk_window(plan, ratio, k)
+        total[start * ratio : start * ratio + len(w)] += w
+    return total
+
+
+def test_every_plan_sums_to_one_is_aligned_and_ends_at_m():
+    """Property test over random lengths, chunks, overlaps, ratios, alignments and contexts."""
+    rng = np.random.default_rng(1234)
+    for _ in range(600):
+        ratio = int(rng.choice([2, 3, 4, 6, 8]))
+        align_hr = int(rng.choice([1, 2, 16, 32, 64, 96, 128, 2048, rng.integers(1, 5000)]))
+        chunk = int(rng.integers(2, 6000))
+        overlap = int(rng.integers(0, chunk // 2 + 1))
+        context = None if rng.random() < 0.3 else int(rng.integers(0, 400))
+        m = int(rng.integers(1, 30_000))
+        plan = plan_chunks(m, ratio, chunk, overlap, align_hr, context)
+        case = (m, ratio, chunk, overlap, align_hr, context, plan)
+        assert plan.starts[0] == 0, case
+        assert plan.span(len(plan.starts) - 1)[1] == m, case
+        assert all(s * ratio % align_hr == 0 for s in plan.starts), case
+        assert all(b > a for a, b in zip(plan.starts, plan.starts[1:], strict=False)), case
+        np.testing.assert_allclose(weight_sum(plan, ratio), 1.0, atol=1e-6, err_msg=str(case))
+        if len(plan.starts) > 1:
+            assert plan.overlap <= plan.hop, case  # only neighbours overlap
+            assert plan.overlap >= overlap, case  # never less than asked for
+            if context is not None:  # the discarded quarter covers the model's context
+                assert (plan.overlap * ratio) // 4 >= context * ratio, case
+
+
+def test_the_dnn_plan_that_summed_to_1_44_is_now_valid():
+    """DNN (patch 2048 HR) at chunk=1500 overlap=500, r=4: the hop rounded down to 512 left an
+    overlap of 988 > hop, three chunks overlapped and the weights reached 1.44."""
+    plan = plan_chunks(20_000, 4, 1500, 500, align_hr=2048)
+    assert plan.overlap <= plan.hop and plan.overlap >= 500
+    np.testing.assert_allclose(weight_sum(plan, 4), 1.0, atol=1e-6)
+
+
+def test_impossible_overlaps_are_config_errors_naming_chunk_and_overlap():
+    with pytest.raises(ConfigError, match=r"overlap=600 is more than half of chunk=1000"):
+        plan_chunks(10_000, 4, 1000, 600)
+    with pytest.raises(ConfigError, match=r"chunk=1 overlap=0"):
+        plan_chunks(10_000, 4, 1, 0)
+
+
+def test_the_overlap_grows_to_cover_the_context_with_a_log_line(caplog):
+    with caplog.at_level("INFO", logger="audio_superres.inference"):
+        plan = plan_chunks(100_000, 4, 4096, 64, align_hr=32, context=130)
+    assert plan.overlap >= 520 and plan.overlap <= plan.hop
+    assert any("overlap raised from 64 to 520" in r.getMessage() for r in caplog.records)
+
+
 def test_chunked_equals_whole_file_on_real_speech():
     model = active_unet()
     lr = speech_lr()
@@ -71,8 +129,12 @@ def test_chunked_equals_whole_file_on_real_speech():
     chunked = super_resolve(model, lr, RATIO, chunk=1024, overlap=256, batch_size=4, device="cpu")
     assert chunked.shape == (lr.shape[-1] * RATIO,)
     assert snr_db(chunked.numpy(), whole) > 40
-    # the same chunks without overlap or crossfade have audible seams: the check can fail
-    seams = super_resolve(model, lr, RATIO, chunk=1024, overlap=0, batch_size=4, device="cpu")
+    # the same chunks without overlap or crossfade have audible seams: the check can fail. (The
+    # model itself would get its overlap raised to cover its context; a plain function has none.)
+    seams = super_resolve(
+        lambda x: model(x), lr, RATIO, chunk=1024, overlap=0, batch_size=4, device="cpu",
+        align_hr=model.chunk_alignment,
+    )  # fmt: skip
     assert snr_db(seams.numpy(), whole) < snr_db(chunked.numpy(), whole) - 20
 
 

@@ -161,3 +161,57 @@ def test_cli_errors_are_one_line_naming_the_file(ckpt, tmp_path):
         assert proc.returncode == 1, proc.stderr[-2000:]
         assert proc.stderr.strip().splitlines()[-1].startswith(f"Error: {expected}")
         assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def random_ckpt(tmp_path: Path) -> Path:
+    """A checkpoint trained with lowpass=random (a distribution of filters, not one filter)."""
+    torch.manual_seed(0)
+    module = SuperResolutionModule(model=MODEL, ratio=4, sample_rate=16000, lowpass="random")
+    torch.nn.init.normal_(module.model.final.weight, std=0.3)  # the net shapes the output
+    path = tmp_path / "random.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("asked", "used", "phrase"),
+    [(None, "chebyshev", "chebyshev"), ("butterworth", "butterworth", "butterworth"),
+     ("none", "none", "no filter")],
+)  # fmt: skip
+def test_hr_input_with_a_random_filter_checkpoint(
+    random_ckpt, tmp_path, caplog, asked, used, phrase
+):
+    """lowpass=random checkpoints: input_kind=hr degrades with lowpass= or the documented
+    default (chebyshev, the 2017 decimate), and says which in the log and on the page."""
+    from audio_superres.dsp.lowpass import make_lowres
+    from audio_superres.inference import super_resolve
+
+    rng = np.random.default_rng(2)
+    hr = voiced_signal(rng, 0.5, 16000).astype(np.float32)
+    sf.write(tmp_path / "hr.wav", hr, 16000, subtype="FLOAT")
+    out = tmp_path / "out"
+    extra = {} if asked is None else {"lowpass": asked}
+    with caplog.at_level("INFO", logger="audio_superres.tasks.upsample"):
+        upsample(
+            cfg(random_ckpt, input=str(tmp_path / "hr.wav"), output=str(out), input_kind="hr",
+                report=True, **extra)
+        )  # fmt: skip
+    y, _ = sf.read(out / "hr.wav", dtype="float32")
+    up = Upsampler.from_config(cfg(random_ckpt, **extra))
+    lr = make_lowres(torch.from_numpy(hr)[None].double(), 4, used)[0].float()
+    expected = super_resolve(up.model, lr, 4, chunk=512, overlap=128, device="cpu").numpy()
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+    log_text = " ".join(r.getMessage() for r in caplog.records)
+    assert f"degrading each file with {phrase}" in log_text
+    page = (out / "report" / "index.html").read_text()
+    assert f"degraded with {phrase}" in page
+    if asked is None:
+        assert "trained with lowpass=random" in log_text and "order 8, cutoff 0.8" in page
+
+
+def test_hr_input_refuses_a_random_filter_to_degrade_with(random_ckpt):
+    from audio_superres.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lowpass=random is a distribution"):
+        Upsampler.from_config(cfg(random_ckpt, lowpass="random"))

@@ -1,50 +1,203 @@
-"""Checkpoints: safe loading (weights_only) and building objects only from our own classes.
+"""Checkpoints: safe loading (weights_only) and building objects only from an allow-list.
 
 A checkpoint stores the configs of its model and loss as plain dicts with a `_target_`. Building
-them back must not run arbitrary code from an untrusted file, so only targets inside this package
-are accepted, and the file itself is read with `torch.load(weights_only=True)`.
+them back must not run code chosen by whoever wrote the file: `torch.load(weights_only=True)`
+only reads tensors and plain containers, and a `_target_` is built only when it names a CLASS on
+the allow-list, never a function or an attribute reached through an imported module:
+
+- `nn.Module` subclasses defined under `audio_superres.models` (every `SuperResModel`, the
+  discriminators) and `audio_superres.losses` (`MODULE_PACKAGES`), not abstract;
+- for the evaluation data a training run recorded (`data_config`, evaluate.py's default data),
+  `LightningDataModule` and `Corpus` subclasses defined under `audio_superres.data`.
+
+A target is resolved by importing its module (which must lie inside an allowed package) and
+taking one attribute; the result must be a class defined in an allowed package whose own path is
+the target (or a re-export of it by its package's `__init__`). Every nested `_target_` is checked
+before anything is built; `_partial_` (a factory instead of an object) is refused, except for the
+corpus factory of a stored data config (a partial of an allowed class). Objects are
+then built here, by calling the checked classes with the config's plain values (no Hydra, no
+interpolation). Optimizer or scheduler configs that a run stores for reference are never built
+from a checkpoint: evaluate.py and upsample.py rebuild only the model (and the loss module, whose
+state the checkpoint may hold).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from lightning.fabric.plugins import TorchCheckpointIO
+from torch import nn
 
 from audio_superres.errors import UserFacingError
 from audio_superres.utils import atomic_write_with
 
-TRUSTED_PREFIX = "audio_superres."
+PACKAGE = "audio_superres"
+MODULE_PACKAGES = ("audio_superres.models", "audio_superres.losses")
+DATA_PACKAGES = ("audio_superres.data",)
+# keys of a stored config that Hydra would interpret; anything else starting with "_" is refused
+_CONFIG_KEYS = {"_target_", "_args_", "_recursive_", "_convert_"}
+_BUILD_KEYS = _CONFIG_KEYS | {"_partial_"}
 
 
 class CheckpointError(UserFacingError, ValueError):
     """A checkpoint that is missing, unreadable or not one of ours."""
 
 
-def _check_targets(cfg: Any, where: str) -> None:
-    if isinstance(cfg, Mapping):
-        target = cfg.get("_target_")
-        if target is not None and not str(target).startswith(TRUSTED_PREFIX):
-            raise CheckpointError(
-                f"{where}: refusing to build '{target}': only classes of {TRUSTED_PREFIX[:-1]} "
-                "may be instantiated from a config stored in a checkpoint"
-            )
-        for key, value in cfg.items():
-            _check_targets(value, f"{where}.{key}")
-    elif isinstance(cfg, (list, tuple)):
-        for i, value in enumerate(cfg):
-            _check_targets(value, f"{where}[{i}]")
+class RefusedTargetError(CheckpointError):
+    """A stored config names something that is not on the allow-list."""
+
+
+def _under(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def _module_bases() -> tuple[type, ...]:
+    return (nn.Module,)
+
+
+def _data_bases() -> tuple[type, ...]:
+    import lightning as L
+
+    from audio_superres.data.corpora import Corpus
+
+    return (L.LightningDataModule, Corpus)
+
+
+def resolve_allowed_class(
+    target: Any, packages: tuple[str, ...] = MODULE_PACKAGES, bases: tuple[type, ...] | None = None
+) -> type:
+    """The class a `_target_` names, if it is on the allow-list; ValueError (why) otherwise.
+
+    Only the target's own module is imported, and only when it lies inside `packages`.
+    """
+    bases = _module_bases() if bases is None else bases
+    if not isinstance(target, str) or not target:
+        raise ValueError("a _target_ must be a dotted class path")
+    module_path, _, name = target.rpartition(".")
+    if not module_path or not name.isidentifier() or name.startswith("_"):
+        raise ValueError("not a public class path")
+    if not _under(module_path, packages):
+        raise ValueError(f"only classes defined under {', '.join(packages)} may be built")
+    try:
+        module = importlib.import_module(module_path)
+    except ImportError:
+        raise ValueError(f"{module_path} is not a module of {PACKAGE}") from None
+    obj = getattr(module, name, None)
+    if obj is None:
+        raise ValueError(f"{module_path} has no class {name}")
+    if not inspect.isclass(obj):
+        raise ValueError(f"it is a {type(obj).__name__}, not a class")
+    if not issubclass(obj, bases):
+        kinds = " or ".join(b.__name__ for b in bases)
+        raise ValueError(f"{obj.__module__}.{obj.__qualname__} is not a {kinds} subclass")
+    if not _under(obj.__module__, packages):
+        raise ValueError(f"the class is defined in {obj.__module__}, outside the allow-list")
+    own_path = f"{obj.__module__}.{obj.__qualname__}"
+    reexported = (
+        hasattr(module, "__path__")  # a package __init__ re-exporting its own submodule's class
+        and obj.__module__.startswith(module_path + ".")
+        and obj.__qualname__ == name
+    )
+    if target != own_path and not reexported:
+        raise ValueError(f"it is not the class's own path ({own_path})")
+    if inspect.isabstract(obj):
+        raise ValueError("it is an abstract class")
+    return obj
+
+
+def check_targets(
+    cfg: Any,
+    where: str,
+    packages: tuple[str, ...] = MODULE_PACKAGES,
+    bases: tuple[type, ...] | None = None,
+    allow_partial: bool = False,
+) -> None:
+    """Refuse (RefusedTargetError naming `where`) any `_target_` in `cfg`, at any depth, that is
+    not an allowed class, and any `_partial_` unless `allow_partial` (a factory of an allowed
+    class: the data config's corpus); nothing is called."""
+    allowed_keys = _CONFIG_KEYS | ({"_partial_"} if allow_partial else set())
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, Mapping):
+            if "_target_" in node:
+                target = node["_target_"]
+                try:
+                    resolve_allowed_class(target, packages, bases)
+                    odd = sorted(
+                        str(k) for k in node if str(k).startswith("_") and k not in allowed_keys
+                    )
+                    if odd:
+                        raise ValueError(f"{', '.join(odd)} is not allowed in a stored config")
+                    if not isinstance(node.get("_args_", []), (list, tuple)):
+                        raise ValueError("_args_ must be a list")
+                except ValueError as exc:
+                    raise RefusedTargetError(
+                        f"{where}: refusing to build '{target}' ({exc}; at {path})"
+                    ) from None
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+
+    walk(cfg, "config")
+
+
+def _build(node: Any, packages: tuple[str, ...], bases: tuple[type, ...] | None) -> Any:
+    """Objects from a checked config: classes called with plain values, nested targets first."""
+    if isinstance(node, Mapping):
+        if "_target_" not in node:
+            return {k: _build(v, packages, bases) for k, v in node.items()}
+        cls = resolve_allowed_class(node["_target_"], packages, bases)
+        args = [_build(v, packages, bases) for v in node.get("_args_", [])]
+        kwargs = {
+            str(k): _build(v, packages, bases) for k, v in node.items() if k not in _BUILD_KEYS
+        }
+        if node.get("_partial_") is True:  # only where check_targets allowed it
+            return functools.partial(cls, *args, **kwargs)
+        return cls(*args, **kwargs)
+    if isinstance(node, (list, tuple)):
+        return [_build(v, packages, bases) for v in node]
+    return node
+
+
+def _plain(cfg: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
 
 
 def instantiate_trusted(cfg: Mapping, where: str = "config", **kwargs: Any) -> Any:
-    """`hydra.utils.instantiate`, refusing any `_target_` outside this package."""
-    _check_targets(cfg, where)
-    return instantiate(dict(cfg), **kwargs)
+    """Build an allowed `nn.Module` (models, losses) from a config: every `_target_` in it must
+    pass `check_targets` first. `kwargs` are extra constructor arguments."""
+    cfg = _plain(cfg)
+    check_targets(cfg, where)
+    if not isinstance(cfg, Mapping) or "_target_" not in cfg:
+        raise RefusedTargetError(f"{where}: a config with a _target_ class is needed")
+    return _build({**cfg, **kwargs}, MODULE_PACKAGES, None)
+
+
+def check_stored_data(cfg: Any, where: str) -> None:
+    """Refuse a stored data config with anything but `audio_superres.data` classes in it."""
+    check_targets(_plain(cfg), where, DATA_PACKAGES, _data_bases(), allow_partial=True)
+
+
+def instantiate_data(cfg: Mapping, where: str = "data", **kwargs: Any) -> Any:
+    """Build a data module recorded in a checkpoint: only `LightningDataModule`/`Corpus`
+    classes of `audio_superres.data` (see the module docstring)."""
+    cfg = _plain(cfg)
+    bases = _data_bases()
+    check_targets(cfg, where, DATA_PACKAGES, bases, allow_partial=True)
+    if not isinstance(cfg, Mapping) or "_target_" not in cfg:
+        raise RefusedTargetError(f"{where}: a config with a _target_ class is needed")
+    return _build({**cfg, **kwargs}, DATA_PACKAGES, bases)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -64,6 +217,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: not an audio_superres checkpoint (no model/ratio in its hyper_parameters)"
         )
+    # what evaluate.py / upsample.py build from every checkpoint, checked before anything is
+    # called (the stored data config is checked where it is used: `check_stored_data`)
+    check_targets(hp["model"], str(path))
+    if hp.get("loss") is not None:
+        check_targets(hp["loss"], str(path))
+    if not isinstance(hp["model"], Mapping) or "_target_" not in hp["model"]:
+        raise CheckpointError(f"{path}: its model config has no _target_ class")
     return ckpt
 
 

@@ -14,13 +14,28 @@ outputs are blended in the overlaps with a crossfade window:
 
 The outer quarter `q` of every overlap is discarded context (weight 0: the edges of a chunk,
 where the model sees its zero padding and the spline its boundary condition), the middle half is a
-raised-cosine crossfade, and the weights of two neighbours sum to one. Chunk starts are aligned so
-that every chunk's HR start is a multiple of the model's stride (`AudioUNet.multiple`,
-`DNNBaseline.patch_len`): a strided network is then applied at the same phase as on the whole
-file, and with an overlap wider than the receptive field the output equals whole-file processing
-up to numerical noise (> 40 dB SNR on real speech; `tests/test_inference.py`). The first chunk
-starts at 0 and the last one ends at the end of the signal, so the file's edges are treated exactly
-as in whole-file processing. A signal no longer than one chunk is processed in one piece.
+raised-cosine crossfade, and the weights of two neighbours sum to one. The first chunk starts at 0
+and the last one ends at the end of the signal, so the file's edges are treated exactly as in
+whole-file processing. A signal no longer than one chunk is processed in one piece.
+
+How a plan is made (`plan_chunks`), from the model's interface (`models/base.SuperResModel`):
+
+- Alignment: every chunk's HR start is a multiple of `chunk_alignment` (the U-Net's stride
+  grid, the DNN's patches, TFiLM's pooled blocks), so a strided or patched network is applied at
+  the same phase as on the whole file. The hop is rounded DOWN to such a multiple.
+- Context: the discarded quarter of each overlap must cover `context` LR samples, so every output
+  sample that gets a weight above zero saw all the input it depends on: the overlap is raised
+  automatically to `4 * context` when it is smaller (one log line says so). Where `context` is
+  finite, chunked output then equals whole-file output up to numerical noise
+  (`tests/models/test_contract.py`); `context=None` (a model that looks at the whole input,
+  e.g. TFiLM's LSTMs) keeps the overlap asked for, and chunked output approximates whole-file.
+- Only neighbours overlap: the overlap may not exceed the hop (at most half a chunk), else three
+  chunks would overlap and the crossfade weights would sum to more than one. An overlap asked
+  for above half the chunk is a `ConfigError`; when the alignment or the model's context leaves
+  no valid hop in the chunk asked for, the chunk is lengthened to the shortest valid one (logged).
+  The overlap actually used is the chunk minus the rounded hop, capped at the hop (the chunk is
+  shortened to hop + overlap when the cap applies), so every weight sum is exactly one
+  (`tests/test_inference.py`, property test over random plans).
 
 Memory is bounded: `super_resolve_stream` reads the LR file block by block (only the frames of the
 chunks in flight), and writes each HR frame as soon as no later chunk touches it, so peak memory
@@ -39,6 +54,7 @@ API (also used by benchmarks):
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -49,14 +65,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from audio_superres.errors import ConfigError
+from audio_superres.models.base import SuperResModel
+
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CHUNK",
     "DEFAULT_OVERLAP",
     "ChunkPlan",
     "InferenceSettings",
+    "chunk_window",
     "crossfade_ramp",
     "hr_alignment",
+    "model_context",
     "plan_chunks",
     "resolve_device",
     "super_resolve",
@@ -66,6 +87,15 @@ __all__ = [
 DEFAULT_CHUNK = 8192  # LR samples per chunk (2 s at 4 kHz LR)
 DEFAULT_OVERLAP = 1024  # LR samples shared by neighbouring chunks (half of it crossfaded)
 DEFAULT_BATCH_SIZE = 8  # chunks (x channels) per forward pass
+
+log = logging.getLogger(__name__)
+_logged: set[str] = set()  # plan adjustments already reported (once per process, not per file)
+
+
+def _log_once(message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        log.info("%s", message)
 
 
 @dataclass(frozen=True)
@@ -121,13 +151,29 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def hr_alignment(model: nn.Module | Callable[[Tensor], Tensor]) -> int:
-    """HR sample multiple at which the model's strided/patched processing repeats itself
-    (`SuperResModel.chunk_alignment`; 1 for a plain function)."""
-    align = getattr(model, "chunk_alignment", 1)
-    if not isinstance(align, int) or align < 1:
+    """HR sample multiple at which the model's strided/patched processing repeats itself:
+    `SuperResModel.chunk_alignment`; 1 for a plain function (no grid)."""
+    if not isinstance(model, SuperResModel):
+        return 1
+    align = model.chunk_alignment
+    if isinstance(align, bool) or not isinstance(align, int) or align < 1:
         name = type(model).__name__
         raise TypeError(f"{name}.chunk_alignment must be a positive int, got {align!r}")
     return align
+
+
+def model_context(model: nn.Module | Callable[[Tensor], Tensor]) -> int | None:
+    """LR samples each side that one output sample depends on (`SuperResModel.context`);
+    None (unknown: the overlap is taken as given) for a plain function."""
+    if not isinstance(model, SuperResModel):
+        return None
+    context = model.context
+    if context is not None and (
+        isinstance(context, bool) or not isinstance(context, int) or context < 0
+    ):
+        name = type(model).__name__
+        raise TypeError(f"{name}.context must be a non-negative int or None, got {context!r}")
+    return context
 
 
 @dataclass(frozen=True)
@@ -148,25 +194,54 @@ class ChunkPlan:
         return self.starts[k], min(self.starts[k] + self.chunk, self.length)
 
 
-def plan_chunks(m: int, ratio: int, chunk: int, overlap: int, align_hr: int = 1) -> ChunkPlan:
-    """Chunk starts for an LR signal of `m` samples.
+def plan_chunks(
+    m: int,
+    ratio: int,
+    chunk: int,
+    overlap: int,
+    align_hr: int = 1,
+    context: int | None = None,
+) -> ChunkPlan:
+    """Chunk starts for an LR signal of `m` samples (the rules: this module's docstring).
 
-    The hop (`chunk - overlap`) is rounded down so that every chunk start, in HR samples, is a
-    multiple of `align_hr`; the overlap grows by what the hop loses. The last chunk ends at `m`
-    and is longer than the overlap, so every overlap region is exactly `overlap` samples.
+    Every start is a multiple of `align_hr` in HR samples, the last chunk ends at `m`, only
+    neighbouring chunks overlap (overlap <= hop), and the discarded quarter of every overlap
+    covers `context` LR samples. Raises ConfigError for settings no plan can honour.
     """
     if m < 1:
         raise ValueError(f"cannot super-resolve an empty signal (length {m})")
     if chunk < 2 or overlap < 0:
-        raise ValueError(f"need chunk >= 2 and overlap >= 0, got chunk={chunk} overlap={overlap}")
-    align_lr = align_hr // math.gcd(align_hr, ratio)
-    hop = (chunk - overlap) // align_lr * align_lr
-    if hop < 1:
-        raise ValueError(
-            f"chunk={chunk} with overlap={overlap} leaves no hop that is a multiple of "
-            f"{align_lr} LR samples (the model's stride): use a longer chunk or a shorter overlap"
+        raise ConfigError(
+            f"chunked inference needs chunk >= 2 and overlap >= 0, got chunk={chunk} "
+            f"overlap={overlap}"
         )
-    overlap = chunk - hop
+    if 2 * overlap > chunk:
+        raise ConfigError(
+            f"overlap={overlap} is more than half of chunk={chunk}: three chunks would overlap "
+            f"and their crossfade weights would not sum to one; use overlap <= {chunk // 2}"
+        )
+    if align_hr < 1:
+        raise ConfigError(f"the chunk alignment must be >= 1 HR samples, got {align_hr}")
+    align_lr = align_hr // math.gcd(align_hr, ratio)
+    if context is not None and overlap < 4 * context:
+        _log_once(
+            f"chunked inference: overlap raised from {overlap} to {4 * context} LR samples, so "
+            f"its discarded outer quarter covers the model's context ({context} LR samples)"
+        )
+        overlap = 4 * context
+    hop = (chunk - overlap) // align_lr * align_lr
+    if hop < max(overlap, 1):
+        # shortest chunk whose hop is an aligned multiple of at least the overlap
+        hop = max(1, -(-overlap // align_lr)) * align_lr
+        _log_once(
+            f"chunked inference: chunk raised from {chunk} to {hop + overlap} LR samples: with "
+            f"overlap={overlap} and hops on multiples of {align_lr} LR samples (the model's "
+            f"chunk_alignment {align_hr} HR samples at ratio {ratio}), no shorter chunk keeps "
+            "every overlap within its two neighbours"
+        )
+        chunk = hop + overlap
+    overlap = min(chunk - hop, hop)
+    chunk = hop + overlap
     if m <= chunk:
         return ChunkPlan(m, chunk, overlap, (0,))
     n = 1 + -(-(m - chunk) // hop)
@@ -185,7 +260,8 @@ def crossfade_ramp(n: int) -> np.ndarray:
     return np.concatenate([np.zeros(q), rise, np.ones(q)]).astype(np.float32)
 
 
-def _windows(plan: ChunkPlan, ratio: int, k: int) -> np.ndarray:
+def chunk_window(plan: ChunkPlan, ratio: int, k: int) -> np.ndarray:
+    """HR weights of chunk k's output in the overlap-add (they sum to one at every sample)."""
     start, stop = plan.span(k)
     w = np.ones((stop - start) * ratio, dtype=np.float32)
     n = plan.overlap * ratio
@@ -238,9 +314,10 @@ def _chunked(
     batch_size: int,
     device: torch.device,
     align_hr: int,
+    context: int | None,
 ) -> int:
     """The core: `read(n)` gives the next n LR frames `(C, n)`, `write` takes HR `(C, n)`."""
-    plan = plan_chunks(m, ratio, chunk, overlap, align_hr)
+    plan = plan_chunks(m, ratio, chunk, overlap, align_hr, context)
     per_batch = max(1, batch_size // max(1, channels))
     buf = np.zeros((channels, 0), dtype=np.float32)
     buf_start = 0  # LR frame index of buf[:, 0]
@@ -265,7 +342,8 @@ def _chunked(
             if end_hr - acc_start > acc.shape[1]:
                 grow = np.zeros((channels, end_hr - acc_start - acc.shape[1]), dtype=np.float32)
                 acc = np.concatenate([acc, grow], axis=1)
-            acc[:, start_hr - acc_start : end_hr - acc_start] += out[i] * _windows(plan, ratio, k)
+            weights = chunk_window(plan, ratio, k)
+            acc[:, start_hr - acc_start : end_hr - acc_start] += out[i] * weights
         last = group[-1]
         final = (
             plan.starts[last + 1] * ratio if last + 1 < len(plan.starts) else m * ratio
@@ -326,7 +404,18 @@ def super_resolve(
     align = hr_alignment(model) if align_hr is None else align_hr
     with torch.inference_mode():
         _chunked(
-            model, read, parts.append, m, channels, ratio, chunk, overlap, batch_size, dev, align
+            model,
+            read,
+            parts.append,
+            m,
+            channels,
+            ratio,
+            chunk,
+            overlap,
+            batch_size,
+            dev,
+            align,
+            model_context(model),
         )
     y = torch.from_numpy(np.concatenate(parts, axis=1))
     if isinstance(lr, Tensor) and lr.device.type == "cuda":
@@ -371,4 +460,17 @@ def super_resolve_stream(
     model = _prepare_model(model, dev)
     align = hr_alignment(model) if align_hr is None else align_hr
     with torch.inference_mode():
-        return _chunked(model, read, write, m, c, ratio, chunk, overlap, batch_size, dev, align)
+        return _chunked(
+            model,
+            read,
+            write,
+            m,
+            c,
+            ratio,
+            chunk,
+            overlap,
+            batch_size,
+            dev,
+            align,
+            model_context(model),
+        )

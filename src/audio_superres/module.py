@@ -14,8 +14,10 @@ from torch import Tensor, nn
 from audio_superres.checkpoint import instantiate_trusted
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec, crop_to_multiple, make_lowres
+from audio_superres.errors import ConfigError
 from audio_superres.inference import InferenceSettings, super_resolve
 from audio_superres.metrics import METRIC_KEYS, SuperResMetrics, compute_metrics_many
+from audio_superres.models.base import SuperResModel
 
 DEFAULT_LOSS = {"_target_": "audio_superres.losses.RMSELoss"}
 DEFAULT_OPTIM = {
@@ -74,10 +76,16 @@ class SuperResolutionModule(L.LightningModule):
                 "data_config": dict(data_config) if data_config else None,
             }
         )
-        self.model: nn.Module = instantiate_trusted(model, "model")
-        model_ratio = getattr(self.model, "ratio", self.ratio)
-        if model_ratio != self.ratio:
-            raise ValueError(f"model ratio {model_ratio} differs from the task ratio {self.ratio}")
+        built = instantiate_trusted(model, "model")
+        if not isinstance(built, SuperResModel):  # the interface chunked inference relies on
+            raise ConfigError(
+                f"model: {type(built).__module__}.{type(built).__qualname__} is not a "
+                "SuperResModel (audio_superres.models.base): subclass it and declare "
+                "chunk_alignment and context (docs/models.md)"
+            )
+        if built.ratio != self.ratio:
+            raise ValueError(f"model ratio {built.ratio} differs from the task ratio {self.ratio}")
+        self.model: SuperResModel = built
         self.loss_fn: nn.Module = instantiate_trusted(loss, "loss")
         self.cubic = CubicUpsample(self.ratio)
         self.metrics = nn.ModuleDict(

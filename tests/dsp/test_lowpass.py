@@ -40,7 +40,7 @@ def reference_lowres(y: np.ndarray, r: int, kind: str) -> np.ndarray:
     if kind == "butterworth":
         return signal.sosfiltfilt(signal.butter(8, 0.8 / r, output="sos"), y)[..., ::r]
     if kind == "bessel":
-        return signal.sosfiltfilt(signal.bessel(8, 0.8 / r, output="sos"), y)[..., ::r]
+        return signal.sosfiltfilt(signal.bessel(8, 0.8 / r, norm="mag", output="sos"), y)[..., ::r]
     if kind == "elliptic":
         sos = signal.ellip(8, 0.05, 60.0, 0.8 / r, output="sos")
         return signal.sosfiltfilt(sos, y)[..., ::r]
@@ -213,8 +213,46 @@ def test_elliptic_uses_ripple_and_attenuation() -> None:
         lowpass_sos(spec, 4), signal.ellip(6, 0.5, 40.0, 0.7 / 4, output="sos")
     )
     np.testing.assert_array_equal(
-        lowpass_sos(LowpassSpec("bessel", order=3), 2), signal.bessel(3, 0.4, output="sos")
+        lowpass_sos(LowpassSpec("bessel", order=3), 2),
+        signal.bessel(3, 0.4, norm="mag", output="sos"),
     )
+
+
+def _gain_db(sos: np.ndarray, wn: float) -> float:
+    """|H| in dB of one pass at the normalised digital frequency `wn` (1 = Nyquist)."""
+    _, h = signal.sosfreqz(sos, worN=[np.pi * wn])
+    return float(20 * np.log10(np.abs(h[0])))
+
+
+@pytest.mark.parametrize("order", [2, 5, 8])
+@pytest.mark.parametrize("ratio", [2, 4, 6])
+def test_cutoff_means_what_docs_filters_md_says(order: int, ratio: int) -> None:
+    """Butterworth/Bessel: `cutoff` is the -3 dB point of one pass (-6 dB forward-backward);
+    Chebyshev I/elliptic: the passband edge, where the gain is -ripple_db."""
+    cutoff, ripple, wn = 0.8, 0.05, 0.8 / ratio
+    half_power = 10 * np.log10(0.5)  # -3.0103 dB
+    for kind in ("butterworth", "bessel"):
+        sos = lowpass_sos(LowpassSpec(kind, order=order, cutoff=cutoff), ratio)
+        assert _gain_db(sos, wn) == pytest.approx(half_power, abs=1e-3), kind
+        assert 2 * _gain_db(sos, wn) == pytest.approx(2 * half_power, abs=2e-3), kind
+        assert _gain_db(sos, 0.5 * wn) > half_power  # a low-pass: louder below the cutoff
+    for kind in ("chebyshev", "elliptic"):
+        sos = lowpass_sos(LowpassSpec(kind, order=order, cutoff=cutoff, ripple_db=ripple), ratio)
+        assert _gain_db(sos, wn) == pytest.approx(-ripple, abs=1e-3), kind
+        passband = np.linspace(0, wn, 200)
+        _, h = signal.sosfreqz(sos, worN=np.pi * passband)
+        assert 20 * np.log10(np.abs(h)).min() >= -ripple - 1e-6  # within the ripple band
+    # scipy's default Bessel normalisation would put -3 dB far below the cutoff (order 8: ~0.53x)
+    if order == 8:
+        phase_norm = signal.bessel(8, wn, output="sos")
+        assert _gain_db(phase_norm, wn) < -10
+
+
+def test_random_bessel_draws_use_the_magnitude_normalisation() -> None:
+    spec = LowpassSpec("random", families=["bessel"], seed=5)
+    for drawn in draw_lowpass_specs(spec, 5):
+        sos = lowpass_sos(drawn, 4)
+        assert _gain_db(sos, drawn.cutoff / 4) == pytest.approx(10 * np.log10(0.5), abs=1e-3)
 
 
 def test_random_draws_are_seeded_and_within_the_ranges() -> None:

@@ -45,8 +45,11 @@ class LowpassSpec:
 
     The defaults are `scipy.signal.decimate`'s filter (the original code's `--low-pass`).
     `cutoff` is a fraction of the LOW-RES Nyquist frequency, so one spec serves every ratio: the
-    normalised digital cutoff given to scipy is `cutoff / ratio`. `ripple_db` is the passband
-    ripple (Chebyshev I, elliptic), `attenuation_db` the stopband attenuation (elliptic).
+    normalised digital cutoff given to scipy is `cutoff / ratio`. What `cutoff` marks depends on
+    the family (docs/filters.md): the -3 dB point of one pass for Butterworth and Bessel, the
+    passband edge (where the response leaves the ripple band) for Chebyshev I and elliptic.
+    `ripple_db` is the passband ripple (Chebyshev I, elliptic), `attenuation_db` the stopband
+    attenuation (elliptic).
 
     Kind "random" is not one filter but a distribution (NU-Wave 2 style): every example gets its
     own family from `families`, order from `order_range`, ripple from `ripple_range` (log-uniform,
@@ -149,7 +152,9 @@ def _design_butterworth(spec: LowpassSpec, wn: float) -> np.ndarray:
 
 
 def _design_bessel(spec: LowpassSpec, wn: float) -> np.ndarray:
-    return signal.bessel(spec.order, wn, output="sos")
+    # norm="mag": `cutoff` is the -3 dB point, as for Butterworth (scipy's default "phase" puts
+    # it near 0.53x cutoff at order 8); docs/filters.md
+    return signal.bessel(spec.order, wn, norm="mag", output="sos")
 
 
 def _design_elliptic(spec: LowpassSpec, wn: float) -> np.ndarray:

@@ -158,12 +158,16 @@ class AudioUNet(SuperResModel):
 
     @property
     def context(self) -> int | None:
-        """Receptive-field radius: each conv adds (kernel - 1) / 2 samples at its resolution."""
+        """Receptive-field radius in LR samples: each conv adds (kernel - 1) / 2 samples at the
+        resolution it runs at (down level l: 2^l HR samples, the bottleneck 2^depth, up level l:
+        2^(l+2), since it runs on the level below's output, the final conv 2), plus `multiple` HR
+        samples for the phase offsets of the strides and sub-pixel shuffles, plus the spline's
+        reach. Measured with an impulse in `tests/models/test_contract.py`."""
         down = sum((k - 1) // 2 * 2**level for level, k in enumerate(self.kernels))
         bottleneck = (self.bottleneck_kernel - 1) // 2 * 2**self.depth
-        up = sum((k - 1) // 2 * 2 ** (level + 1) for level, k in enumerate(self.kernels))
+        up = sum((k - 1) // 2 * 2 ** (level + 2) for level, k in enumerate(self.kernels))
         final = (self.final_kernel - 1) // 2 * 2
-        hr = down + bottleneck + up + final
+        hr = down + bottleneck + up + final + self.multiple
         return -(-hr // self.ratio) + CUBIC_CONTEXT
 
     def forward(self, lr: Tensor) -> Tensor:

@@ -8,9 +8,16 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from audio_superres.checkpoint import CheckpointError, instantiate_trusted, load_checkpoint
+from audio_superres.checkpoint import (
+    CheckpointError,
+    check_stored_data,
+    instantiate_data,
+    instantiate_trusted,
+    load_checkpoint,
+)
 from audio_superres.errors import ConfigError, DataError, config_errors
 from audio_superres.module import SuperResolutionModule
 from audio_superres.report.page import evaluation_page
@@ -92,8 +99,11 @@ def sample_rate_of_files(data_cfg: dict[str, Any]) -> int:
     return rate
 
 
-def build_for_evaluation(cfg: DictConfig) -> tuple[SuperResolutionModule, dict[str, Any]]:
-    """The module to evaluate and the resolved data config, from a checkpoint and/or overrides."""
+def build_for_evaluation(
+    cfg: DictConfig,
+) -> tuple[SuperResolutionModule, dict[str, Any], bool]:
+    """The module to evaluate, the resolved data config, and whether that config comes from the
+    checkpoint (then it is built only from the data allow-list, `checkpoint.instantiate_data`)."""
     ckpt = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     hp: dict[str, Any] = ckpt["hyper_parameters"] if ckpt else {}
     ckpt_path = cfg.get("ckpt_path")
@@ -103,6 +113,8 @@ def build_for_evaluation(cfg: DictConfig) -> tuple[SuperResolutionModule, dict[s
         stored_rate = sample_rate_of_files(_plain(cfg.data))  # model=cubic on a folder
     sample_rate = settle_from_checkpoint(cfg, "sample_rate", stored_rate, ckpt_path)
 
+    if ckpt is not None and cfg.get("data") is None and hp.get("data_config") is not None:
+        check_stored_data(hp["data_config"], str(ckpt_path))  # before anything is built
     if ckpt is not None and cfg.get("model") is not None:
         raise ConfigError(
             "model= was given together with ckpt_path=: the model is stored in the checkpoint; "
@@ -128,12 +140,14 @@ def build_for_evaluation(cfg: DictConfig) -> tuple[SuperResolutionModule, dict[s
     if ckpt is not None:
         module.load_state_dict(ckpt["state_dict"])
 
-    data_cfg = _plain(cfg.get("data")) or hp.get("data_config")
+    data_cfg = _plain(cfg.get("data"))
+    from_checkpoint = data_cfg is None and hp.get("data_config") is not None
+    data_cfg = data_cfg or hp.get("data_config")
     if data_cfg is None:
         raise ConfigError(
             "no data to evaluate on: pass data=folder data.root=DIR data.test_speakers='*'"
         )
-    return module, data_cfg
+    return module, data_cfg, from_checkpoint
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -151,10 +165,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     versions = library_versions()
     output_dir = ensure_writable_dir(output_dir)
     with config_errors("model"):
-        module, data_cfg = build_for_evaluation(cfg)
+        module, data_cfg, data_from_checkpoint = build_for_evaluation(cfg)
     module.inference = inference_settings(cfg)  # as in train.py's validation and test
     with config_errors("data"):
-        datamodule = instantiate_trusted(data_cfg, "data")
+        if data_from_checkpoint:
+            datamodule = instantiate_data(data_cfg, str(cfg.ckpt_path))
+        else:  # the user's own config, as in train.py
+            datamodule = instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
     if not datamodule.test_indices:

@@ -4,8 +4,12 @@
 (`sample_rate / ratio`) it is streamed straight through `inference.super_resolve_stream`; at
 another rate it is resampled first, with a warning. `input_kind=hr`: each file is a high-res
 recording degraded with the checkpoint's training filter first (`make_lowres`), to demonstrate
-the model on material with a known reference. Every path streams (`dsp.blockwise`: block-wise
-`resample_audio` / `make_lowres`), so memory does not depend on a file's length.
+the model on material with a known reference. The degrading filter is `lowpass=` when given, else
+the checkpoint's training filter; a checkpoint trained with `lowpass=random` (a distribution, not
+one filter) falls back to `DEFAULT_DEGRADE` (chebyshev: `scipy.signal.decimate`, the 2017
+`--low-pass`). The log and the samples page say which filter was used. Every path streams
+(`dsp.blockwise`: block-wise `resample_audio` / `make_lowres`), so memory does not depend on a
+file's length.
 
 Every channel is super-resolved separately; outputs are WAV (float32) or FLAC (24-bit) at the
 model's rate, written atomically, mirroring the input tree. `report=true` adds the samples page.
@@ -29,6 +33,7 @@ from audio_superres.checkpoint import load_checkpoint
 from audio_superres.data.audio_io import AudioFileError, to_mono
 from audio_superres.dsp.blockwise import FileReader, LowresReader, Reader, ResampledReader
 from audio_superres.dsp.cubic import CubicUpsample
+from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec
 from audio_superres.errors import ConfigError, DataError, PathNotFoundError
 from audio_superres.inference import (
     DEFAULT_BATCH_SIZE,
@@ -37,7 +42,7 @@ from audio_superres.inference import (
     resolve_device,
     super_resolve_stream,
 )
-from audio_superres.module import SuperResolutionModule
+from audio_superres.module import SuperResolutionModule, lowpass_to_dict
 from audio_superres.tasks.evaluate import settle_from_checkpoint
 from audio_superres.tasks.train import inference_settings
 from audio_superres.utils import atomic_path
@@ -45,6 +50,43 @@ from audio_superres.utils import atomic_path
 log = logging.getLogger(__name__)
 
 _OUT_FORMATS = {"wav": ("WAV", "FLOAT"), "flac": ("FLAC", "PCM_24")}
+# input_kind=hr with a checkpoint trained on random filters and no lowpass= given
+DEFAULT_DEGRADE = "chebyshev"
+
+
+def describe_lowpass(spec: LowpassSpec) -> str:
+    """One phrase naming a concrete filter, for the log and the samples page."""
+    if spec.kind == "none":
+        return "no filter (every r-th sample kept, aliased)"
+    details = [f"order {spec.order}", f"cutoff {spec.cutoff:g}"]
+    if spec.kind in ("chebyshev", "elliptic"):
+        details.append(f"ripple {spec.ripple_db:g} dB")
+    if spec.kind == "elliptic":
+        details.append(f"attenuation {spec.attenuation_db:g} dB")
+    phase = "zero phase" if spec.zero_phase else "one pass"
+    return f"{spec.kind} ({', '.join(details)}, {phase})"
+
+
+def degrade_filter(trained: Any, asked: Any, ckpt_path: str) -> tuple[LowpassSpec, str]:
+    """The filter that makes LR from HR files (`input_kind=hr`) and where it comes from."""
+    if asked is not None:
+        try:
+            spec = as_lowpass_spec(asked)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid lowpass= for input_kind=hr: {exc}") from None
+        if spec.kind == "random":
+            raise ConfigError(
+                "lowpass=random is a distribution of filters; input_kind=hr needs one filter: "
+                "pass lowpass=chebyshev|butterworth|bessel|elliptic|none"
+            )
+        return spec, "lowpass= given"
+    spec = as_lowpass_spec(trained)
+    if spec.kind == "random":
+        return as_lowpass_spec(DEFAULT_DEGRADE), (
+            f"the default for a checkpoint trained with lowpass=random ({ckpt_path}); "
+            "choose another with lowpass="
+        )
+    return spec, "the checkpoint's training filter"
 
 
 def audio_extensions() -> set[str]:
@@ -95,12 +137,13 @@ class Upsampler:
     model: torch.nn.Module
     ratio: int
     sample_rate: int
-    lowpass: dict[str, Any]
+    lowpass: dict[str, Any]  # the filter that degrades input_kind=hr files (a concrete one)
     checkpoint: str
     chunk: int = DEFAULT_CHUNK
     overlap: int = DEFAULT_OVERLAP
     batch_size: int = DEFAULT_BATCH_SIZE
     device: str = "auto"
+    lowpass_source: str = "the checkpoint's training filter"
 
     @property
     def lr_rate(self) -> int:
@@ -124,17 +167,24 @@ class Upsampler:
         )
         module.load_state_dict(ckpt["state_dict"])
         settings = inference_settings(cfg)
+        spec, source = degrade_filter(hp["lowpass"], _plain(cfg.get("lowpass")), str(ckpt_path))
         return cls(
             model=module.model.eval(),
             ratio=ratio,
             sample_rate=sample_rate,
-            lowpass=dict(hp["lowpass"]),
+            lowpass=lowpass_to_dict(spec),
+            lowpass_source=source,
             checkpoint=str(ckpt_path),
             chunk=settings.chunk,
             overlap=settings.overlap,
             batch_size=settings.batch_size,
             device=str(resolve_device(cfg.get("device", "auto"))),
         )
+
+    @property
+    def degrade_description(self) -> str:
+        """Which filter makes LR from HR files, and why that one."""
+        return f"{describe_lowpass(as_lowpass_spec(self.lowpass))}, {self.lowpass_source}"
 
     def _hr_input(self, f: FileReader, warn: bool = True) -> tuple[Reader, str]:
         """The HR signal at the model's rate (streamed resampling when the file's differs)."""
@@ -176,7 +226,8 @@ class Upsampler:
             how = f"low-res input resampled {f.samplerate} -> {self.lr_rate} Hz"
             return ResampledReader(f, f.samplerate, self.lr_rate), how, f
         hr, note = self._hr_input(f, warn)
-        how = "high-res input degraded with the training filter" + note
+        how = f"high-res input degraded with {describe_lowpass(as_lowpass_spec(self.lowpass))}"
+        how += note
         return LowresReader(hr, self.ratio, self.lowpass), how, f
 
     def upsample_file(
@@ -250,6 +301,12 @@ class Upsampler:
         return PageExample(name=str(item["rel"]), signals=signals, rates=rates, note=note)
 
 
+def _plain(node: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
 def upsample(cfg: DictConfig) -> Path:
     """Super-resolve `cfg.input` (file or folder) into `cfg.output`; returns the output dir."""
     from tqdm import tqdm
@@ -263,6 +320,10 @@ def upsample(cfg: DictConfig) -> Path:
     if kind not in ("lr", "hr"):
         raise ConfigError(f"input_kind must be 'lr' or 'hr', got {kind!r}")
     pairs = find_inputs(src, dst, ext)
+    if kind == "hr":
+        log.info("input_kind=hr: degrading each file with %s", up.degrade_description)
+    elif cfg.get("lowpass") is not None:
+        log.warning("lowpass= is used only with input_kind=hr; the files are taken as low-res")
     log.info(
         "%s: %d file(s), %dx to %d Hz on %s",
         up.checkpoint,
@@ -310,7 +371,12 @@ def upsample(cfg: DictConfig) -> Path:
                 "spline baseline and the model's output."
             ),
             tables=[table],
-            meta={"checkpoint": up.checkpoint, "input": str(src), "input_kind": kind},
+            meta={
+                "checkpoint": up.checkpoint,
+                "input": str(src),
+                "input_kind": kind,
+                **({"degraded with": up.degrade_description} if kind == "hr" else {}),
+            },
         )
         log.info("samples page: %s", page)
     print(dst)

@@ -1,0 +1,150 @@
+"""The model contract (`models/base.SuperResModel`, docs/models.md) for EVERY `conf/model/*.yaml`.
+
+Configs are discovered from the folder, so a new model yaml is tested here without editing this
+file. Each is composed with Hydra at every ratio, with small widths where the config has the
+usual width keys (the paper sizes are too slow for a 2-core CPU; depth, kernels, patch and block
+sizes, i.e. everything that sets `chunk_alignment` and `context`, stay as configured):
+
+- any length m (1, odd, primes, long) -> `(B, m * ratio)` float32, finite;
+- `ratio`, `chunk_alignment` and `context` declared as ints (context may be None);
+- chunked inference (`inference.super_resolve`, a small chunk so several chunks are used) equals
+  whole-file output to numerical noise where `context` is finite, and stays close (SNR) for None;
+- `context` is right: an impulse in the input of a random-init model changes no output farther
+  than `context` LR samples away (and the declared value is not a gross over-estimate).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from audio_superres.inference import plan_chunks, super_resolve
+from audio_superres.models.base import CUBIC_CONTEXT, SuperResModel
+
+from ..conftest import CONF_DIR
+
+MODEL_CONFIGS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+RATIOS = [2, 3, 4, 6, 8]
+LENGTHS = [1, 2, 3, 7, 13, 101, 1009]
+# width knobs shrunk for CPU tests (only those a config has)
+SMALL = {"filters": 8, "bottleneck_filters": 8, "hidden_sizes": 32}
+
+
+def build(name: str, ratio: int, seed: int = 0) -> SuperResModel:
+    """`conf/model/<name>.yaml` at `ratio`, widths shrunk, eval mode, the net's output active."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={name}", f"ratio={ratio}"])
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    for key, width in SMALL.items():
+        value = model_cfg.get(key)
+        if isinstance(value, list):
+            model_cfg[key] = [width] * len(value)
+        elif isinstance(value, int):
+            model_cfg[key] = width
+    torch.manual_seed(seed)
+    model = instantiate(model_cfg)
+    for module in model.modules():  # an untrained model is ~cubic: make the net matter
+        if module is getattr(model, "final", None) or module is getattr(model, "out", None):
+            torch.nn.init.normal_(module.weight, std=0.3)
+    return model.eval()
+
+
+def snr_db(pred: np.ndarray, ref: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(ref**2) / max(np.sum((pred - ref) ** 2), 1e-300)))
+
+
+def test_every_model_config_is_discovered() -> None:
+    assert {"audiounet", "audiounet_small", "cubic", "dnn", "tfilm", "tfilm_small"} <= set(
+        MODEL_CONFIGS
+    )
+
+
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
+@pytest.mark.parametrize("ratio", RATIOS)
+def test_contract(name: str, ratio: int) -> None:
+    model = build(name, ratio)
+    assert isinstance(model, SuperResModel), type(model)
+    assert model.ratio == ratio and type(model.ratio) is int
+    align, context = model.chunk_alignment, model.context
+    assert type(align) is int and align >= 1, align
+    assert context is None or (type(context) is int and context >= 0), context
+
+    rng = np.random.default_rng(ratio)
+    with torch.inference_mode():
+        for m in LENGTHS:
+            x = torch.from_numpy(rng.standard_normal((2, m)).astype(np.float32)) * 0.1
+            y = model(x)
+            assert y.shape == (2, m * ratio) and y.dtype == torch.float32, (name, ratio, m)
+            assert torch.isfinite(y).all(), (name, ratio, m)
+
+    # long enough for three chunks of the smallest plan the model allows (a finite context sets
+    # the overlap; for None, a quarter of a chunk of a few alignment steps)
+    align_lr = align // np.gcd(align, ratio)
+    chunk, overlap = (64, 0) if context is not None else (max(64, 8 * align_lr), 2 * align_lr)
+    small = plan_chunks(10**9, ratio, chunk, overlap, align, context)
+    m = small.chunk + 2 * small.hop + 37
+    lr = torch.from_numpy(rng.standard_normal(m).astype(np.float32)) * 0.1
+    with torch.inference_mode():
+        whole = model(lr[None])[0].numpy()
+    kw = {"chunk": chunk, "overlap": overlap, "batch_size": 4, "device": "cpu"}
+    chunked = super_resolve(model, lr, ratio, **kw)
+    assert chunked.shape == (m * ratio,)
+    plan = plan_chunks(m, ratio, chunk, overlap, align, context)
+    assert len(plan.starts) >= 3
+    if context is not None:  # equal to numerical noise (float32)
+        scale = np.abs(whole).max()
+        np.testing.assert_allclose(chunked.numpy(), whole, atol=1e-5 * scale, rtol=0)
+    else:  # the model sees the whole input: chunked only approximates it
+        assert snr_db(chunked.numpy(), whole) > 15
+
+
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
+@pytest.mark.parametrize("ratio", [2, 4])
+def test_declared_context_covers_the_measured_receptive_field(name: str, ratio: int) -> None:
+    """An impulse at LR sample p changes HR outputs only within `context` LR samples of p; with
+    context None, it does reach far (else the model should declare a finite context)."""
+    model = build(name, ratio, seed=1).double()
+    context = model.context
+    if context is None:
+        p = 800
+        m = 2 * p + model.chunk_alignment
+        x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, m))) * 0.1
+        bumped = x.clone()
+        bumped[0, p] += 1.0
+        with torch.inference_mode():
+            delta = (model(bumped) - model(x))[0].abs().numpy()
+        distance = np.abs(np.arange(m * ratio) / ratio - p)
+        assert distance[delta > 1e-6 * delta.max()].max() > p / 2, (name, ratio)
+        return
+    p = 4 * context + 40
+    m = 2 * p + model.chunk_alignment  # the impulse well inside
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((1, m))) * 0.1
+    bumped = x.clone()
+    bumped[0, p] += 1.0
+    with torch.inference_mode():
+        delta = (model(bumped) - model(x))[0].abs().numpy()
+    distance = np.abs(np.arange(m * ratio) / ratio - p)  # in LR samples
+    assert delta.max() > 0
+    outside = delta[distance > context].max()
+    assert outside < 1e-8 * delta.max(), (name, ratio, context, outside / delta.max())
+    # the net's own reach (beyond the spline's) is not a gross over-estimate
+    reach = distance[delta > 1e-6 * delta.max()].max()
+    assert reach >= 0.5 * (context - CUBIC_CONTEXT), (name, ratio, context, reach)
+
+
+def test_the_lightning_module_refuses_a_model_outside_the_interface() -> None:
+    """An nn.Module under audio_superres.models that is not a SuperResModel (here a layer) passes
+    the checkpoint allow-list but is not a model: a ConfigError naming the class."""
+    from audio_superres.errors import ConfigError
+    from audio_superres.module import SuperResolutionModule
+
+    layer = {"_target_": "audio_superres.models.tfilm.TFiLM", "channels": 4, "block_size": 2}
+    with pytest.raises(ConfigError, match="audio_superres.models.tfilm.TFiLM is not a SuperResMod"):
+        SuperResolutionModule(model=layer, ratio=4, sample_rate=16000)
