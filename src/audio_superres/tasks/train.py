@@ -22,7 +22,7 @@ from audio_superres.runs import (
     write_status,
 )
 from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
-from audio_superres.utils import ensure_writable_dir
+from audio_superres.utils import atomic_write_json, ensure_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,18 @@ def build_module(cfg: DictConfig) -> SuperResolutionModule:
         data_config=plain(cfg.data),
         compile=cfg.get("compile", False),
     )
+
+
+class WriteSplits(L.Callback):
+    """Write `splits.json` (the files of train, val and test) into the run dir at fit start."""
+
+    def __init__(self, output_dir: Path) -> None:
+        self.path = Path(output_dir) / "splits.json"
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if trainer.is_global_zero and hasattr(datamodule, "split_files"):
+            atomic_write_json(self.path, datamodule.split_files())
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -152,6 +164,7 @@ def train(cfg: DictConfig) -> float:
         module = build_module(cfg)
     with config_errors("callbacks"):
         callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks.append(WriteSplits(output_dir))
     with config_errors("logger"):
         loggers = instantiate_group(cfg.get("logger"))
 
