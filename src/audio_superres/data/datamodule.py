@@ -169,8 +169,6 @@ class SuperResDataModule(L.LightningDataModule):
         self.val_indices: list[int] = []
         self.short_eval: list[str] = []
         self._train_set: PatchDataset | None = None
-        # under DDP a rank may hold no validation file (fewer files than ranks): allowed
-        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def prepare_data(self) -> None:
         """Build the corpus if it needs building, then decode it into the cache (rank 0 only)."""

@@ -110,13 +110,26 @@ class ResumableLoader(DataLoader):
 
 
 class DistributedEvalSampler(Sampler[int]):
-    """Every `world_size`-th index from `rank`: each file on exactly one rank, none padded."""
+    """Every `world_size`-th index from `rank`: each file on exactly one rank, none padded.
+
+    The metrics are per-file means whose sums are reduced over ranks, so this counts every file
+    once. With fewer files than ranks every rank takes every file instead: a rank with no
+    batch would skip the epoch-end reduction the others wait in, and counting every file
+    `world_size` times leaves the means exact.
+    """
 
     def __init__(self, length: int, rank: int, world_size: int) -> None:
         self.length, self.rank, self.world_size = int(length), int(rank), int(world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+
+    def _indices(self) -> range:
+        if self.length < self.world_size:
+            return range(self.length)
+        return range(self.rank, self.length, self.world_size)
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.world_size))
+        return len(self._indices())
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.length, self.world_size))
+        return iter(self._indices())
