@@ -111,8 +111,8 @@ class SuperResolutionModule(L.LightningModule):
         self.test_rows: list[dict[str, Any]] = []
         self.test_examples: list[dict[str, Any]] = []
         self.test_summary: dict[str, Any] = {}
-        # lowpass=random: training draws a fresh filter per example from a generator seeded once
-        # per process (and rank); validation/test restart from the spec's seed every epoch.
+        # lowpass=random: training batch j on rank r draws its filters from (seed, j, r), so a
+        # resumed run continues the stream; validation/test restart from the spec's seed.
         self._train_rng: np.random.Generator | None = None
         self._eval_rng: np.random.Generator | None = None
 
@@ -125,14 +125,21 @@ class SuperResolutionModule(L.LightningModule):
         return hr, make_lowres(hr, self.ratio, self.lowpass, rng)
 
     def _rng(self, stage: str) -> np.random.Generator | None:
-        """The generator for random filters: per-process for training, reseeded for eval."""
+        """The generator for random filters: per training batch, reseeded for eval.
+
+        In a fit, training batch j (counted over epochs by the trainer, restored on resume) on
+        rank r draws from (run seed, j, r): the draws depend on the position, not on how many
+        batches this process has seen, so a resumed run draws what an unbroken one would.
+        """
         if self.lowpass.kind != "random":
             return None
         if stage == "train":
-            if self._train_rng is None:
-                rank = self.global_rank if self._trainer is not None else 0
-                base = torch.initial_seed() if self._trainer is not None else self.lowpass.seed
-                self._train_rng = np.random.default_rng([int(base) % 2**63, rank])
+            if self._trainer is not None:
+                batch = max(0, self.trainer.fit_loop.epoch_loop.total_batch_idx)
+                base = int(torch.initial_seed()) % 2**63
+                return np.random.default_rng([base, batch, self.global_rank])
+            if self._train_rng is None:  # outside a Trainer: one stream per module
+                self._train_rng = np.random.default_rng([int(self.lowpass.seed) % 2**63, 0])
             return self._train_rng
         if self._eval_rng is None:
             self._eval_rng = np.random.default_rng(self.lowpass.seed)

@@ -59,7 +59,8 @@ def test_split_by_speaker(folder_corpus: Path) -> None:
     train = {f.speaker for f in split["train"]}
     test = {f.speaker for f in split["test"]}
     assert train == {"alice", "bob"} and test == {"carol"}
-    assert len(split["train"]) + len(split["test"]) == 9
+    assert {f.speaker for f in split["val"]} <= {"alice", "bob"} and len(split["val"]) == 1
+    assert len(split["train"]) + len(split["val"]) + len(split["test"]) == 9
     two = FolderCorpus(folder_corpus, test_speakers="bob, carol").split()
     assert {f.speaker for f in two["test"]} == {"bob", "carol"}
     assert not {f.speaker for f in two["train"]} & {f.speaker for f in two["test"]}

@@ -85,16 +85,17 @@ def test_eval_items_are_whole_held_out_utterances(folder_corpus: Path, tmp_path:
             b["hr"].shape == (1, entry.length - entry.length % 4) and b["hr"].dtype == torch.float32
         )
         assert b["speaker"] == [entry.speaker]
+    # validation: an utterance of the training speaker, never a test file
     val = [b["name"][0] for b in dm.val_dataloader()]
-    assert val == ["bob/b1.wav", "bob/session/b2.wav", "carol/c3.wav"]  # spread over both
+    assert val == ["alice/a1.wav"]
     assert {dm.cache.entries[i].speaker for i in dm.train_indices} == {"alice"}
-    assert "train: 3 files" in dm.describe() and "test: 6 files" in dm.describe()
+    assert "train: 2 files" in dm.describe() and "test: 6 files" in dm.describe()
 
 
 def test_star_is_for_evaluation_only(folder_corpus: Path, tmp_path: Path) -> None:
     dm = make_dm(folder_corpus, tmp_path, test_speakers="*", val_max_files=None)
     dm.setup("test")
-    assert len(dm.test_dataloader()) == 9 and len(dm.val_dataloader()) == 9
+    assert len(dm.test_dataloader()) == 9 and len(dm.val_dataloader()) == 0
     with pytest.raises(ValueError, match="evaluation only"):
         dm.setup("fit")
 

@@ -83,7 +83,9 @@ def test_single_holds_out_the_8_highest_utterances_of_p225(tmp_path: Path, relea
     split = corpus.split()
     test = sorted(utterance_number(f.path) for f in split["test"])
     assert test == list(SINGLE_HELD_OUT_UTTERANCES) == [355, 356, 357, 358, 359, 363, 365, 366]
-    assert sorted(utterance_number(f.path) for f in split["train"]) == [
+    # validation: held-out utterances of p225 (at most a tenth of the 9 others: one), not test
+    assert len(split["val"]) == 1
+    assert sorted(utterance_number(f.path) for f in split["train"] + split["val"]) == [
         1,
         2,
         3,
@@ -95,6 +97,7 @@ def test_single_holds_out_the_8_highest_utterances_of_p225(tmp_path: Path, relea
         354,
     ]
     assert not {f.path for f in split["train"]} & {f.path for f in split["test"]}
+    assert not {f.path for f in split["val"]} & {f.path for f in split["test"]}
     if release == "0.92":
         assert all(f.path.name.endswith("_mic1.flac") for f in files)
 
@@ -130,7 +133,9 @@ def test_multi_is_sorted_first_100_train_last_9_held_out(tmp_path: Path, release
     assert test == {"p347", "p351", "p360", "p361", "p362", "p363", "p364", "p374", "p376"}
     assert len(train) == 100 and not train & test
     assert train | test == set(VCTK_SPEAKERS_080) and "s5" not in train | test
-    assert len(split["train"]) == 200 and len(split["test"]) == 18
+    # validation: 20 utterances (a tenth of 200) of 20 different training speakers
+    assert len(split["train"]) == 180 and len(split["val"]) == 20 and len(split["test"]) == 18
+    assert len(speakers_of(split["val"])) == 20 and speakers_of(split["val"]) <= train
     assert corpus.held_out_speakers() == list(MULTI_HELD_OUT)
 
 
@@ -226,5 +231,5 @@ def test_single_through_the_datamodule_at_16_and_48_khz(tmp_path: Path) -> None:
         assert dm.cache is not None and dm.cache.sample_rate == sample_rate
         held = sorted(utterance_number(dm.cache.entries[i].path) for i in dm.test_indices)
         assert held == list(SINGLE_HELD_OUT_UTTERANCES)
-        assert len(dm.train_indices) == len(P225_NUMBERS) - 8
+        assert len(dm.train_indices) + len(dm.val_indices) == len(P225_NUMBERS) - 8
         assert dm.cache.entries[0].length == round(0.1 * sample_rate)

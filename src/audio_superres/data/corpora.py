@@ -4,14 +4,19 @@ A corpus only lists files; decoding and resampling happen once, in `data.cache`.
 split is by speaker so that evaluation measures generalisation to unseen voices (REFERENCE
 section 4); corpora whose published split is not by speaker (VCTK single-speaker holds out
 utterances, piano holds out recordings) override `Corpus.split`.
+
+Validation is never a test file (REFERENCE section 4): unless a corpus has a validation group
+of its own (piano), `hold_out_validation` takes a few utterances of the training speakers,
+chosen from SHA-256 hashes of their relative paths, so the split is the same on every machine.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,20 +24,26 @@ from audio_superres.errors import DataError, PathNotFoundError
 
 __all__ = [
     "ALL_SPEAKERS",
+    "DEFAULT_VAL_FILES",
     "SPLIT_NAMES",
     "AudioFile",
     "Corpus",
     "FolderCorpus",
     "Split",
     "check_split",
+    "hold_out_validation",
 ]
 
 ALL_SPEAKERS = "*"
 """`test_speakers` value that sends every file to the test split (evaluation-only corpora)."""
 
 SPLIT_NAMES = ("train", "val", "test")
-"""Keys a split may have: "train" and "test" always; "val" only where the published split
-has a validation part distinct from the test part (otherwise validation uses test files)."""
+"""Keys of a split; "val" is disjoint from "test" (and from "train")."""
+
+DEFAULT_VAL_FILES = 32
+"""Training-speaker utterances held out for validation when no number is given."""
+VAL_SHARE_DIVISOR = 10
+"""Validation takes at most 1/10 of the training files (`hold_out_validation`)."""
 
 
 @dataclass(frozen=True)
@@ -55,22 +66,49 @@ def _normalise_speakers(test_speakers: str | Iterable[str] | None) -> str | tupl
 
 
 Split = dict[str, list[AudioFile]]
-"""{"train": [...], "test": [...]} and optionally "val": [...] (see SPLIT_NAMES)."""
+"""{"train": [...], "val": [...], "test": [...]} (see SPLIT_NAMES)."""
+
+
+def _hash_rank(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def hold_out_validation(
+    train: Sequence[AudioFile], n_files: int, relative: Callable[[Path], str]
+) -> tuple[list[AudioFile], list[AudioFile]]:
+    """Move up to `n_files` utterances of the training speakers to validation: (train, val).
+
+    At most a tenth of the training files (at least one) move, so a small corpus keeps most of
+    its training data. Speakers take turns (ordered by the SHA-256 of their name, so not always
+    the alphabetically first ones), each giving its files in SHA-256 order of their relative
+    path (`relative`), and each keeping at least one file for training. Depends on nothing but
+    the names: no seed, no file order, the same split on every machine.
+    """
+    by_speaker: dict[str, list[AudioFile]] = {}
+    for f in train:
+        by_speaker.setdefault(f.speaker, []).append(f)
+    queues = [
+        sorted(files, key=lambda f: (_hash_rank(relative(f.path)), relative(f.path)))
+        for _, files in sorted(by_speaker.items(), key=lambda kv: (_hash_rank(kv[0]), kv[0]))
+    ]
+    n_files = min(n_files, max(1, len(train) // VAL_SHARE_DIVISOR)) if train else 0
+    chosen: set[Path] = set()
+    while len(chosen) < n_files and any(len(q) > 1 for q in queues):
+        for queue in queues:
+            if len(chosen) < n_files and len(queue) > 1:
+                chosen.add(queue.pop(0).path)
+    return [f for f in train if f.path not in chosen], [f for f in train if f.path in chosen]
 
 
 def check_split(split: Split, where: object = "") -> Split:
-    """Return `split` after checking it: known keys, "train" and "test" present, no file twice.
+    """Return `split` after checking it: keys "train", "val", "test", no file in two of them.
 
     Corpora that override `Corpus.split` call this, so a bug in a split rule fails loudly
     instead of evaluating on training data.
     """
     prefix = f"{where}: " if where else ""
-    unknown = sorted(set(split) - set(SPLIT_NAMES))
-    if unknown or "train" not in split or "test" not in split:
-        raise ValueError(
-            f"{prefix}a split needs keys 'train' and 'test' (and optionally 'val'), got "
-            f"{sorted(split)}"
-        )
+    if sorted(split) != sorted(SPLIT_NAMES):
+        raise ValueError(f"{prefix}a split needs keys {list(SPLIT_NAMES)}, got {sorted(split)}")
     seen: dict[Path, str] = {}
     for name in SPLIT_NAMES:
         for f in split.get(name, []):
@@ -122,16 +160,19 @@ class Corpus(ABC):
         """`path` relative to the corpus root, as a posix string (names in caches and reports)."""
         return Path(path).relative_to(self.root).as_posix()
 
-    def split(self, files: Sequence[AudioFile] | None = None) -> dict[str, list[AudioFile]]:
-        """Split `files` (default: `self.files()`) into {"train", "test"} by speaker.
+    def split(
+        self, files: Sequence[AudioFile] | None = None, val_files: int = DEFAULT_VAL_FILES
+    ) -> Split:
+        """Split `files` (default: `self.files()`) into {"train", "val", "test"}.
 
-        No speaker is ever in both. A held-out speaker that does not occur is an error rather
-        than a silently empty test set (a typo would otherwise train on everything). Overrides
-        may add "val" (see SPLIT_NAMES).
+        Test is the held-out speakers; no speaker is ever in train and test. A held-out speaker
+        that does not occur is an error rather than a silently empty test set (a typo would
+        otherwise train on everything). Validation is `val_files` utterances of the training
+        speakers (`hold_out_validation`), so it never sees a test speaker.
         """
         files = list(self.files() if files is None else files)
         if self.test_speakers == ALL_SPEAKERS:
-            return {"train": [], "test": files}
+            return {"train": [], "val": [], "test": files}
         found = sorted({f.speaker for f in files})
         unknown = sorted(set(self.test_speakers) - set(found))
         if unknown:
@@ -139,10 +180,10 @@ class Corpus(ABC):
                 f"{self.root}: held-out speaker(s) {unknown} not found; speakers found: {found}"
             )
         held = set(self.test_speakers)
-        return {
-            "train": [f for f in files if f.speaker not in held],
-            "test": [f for f in files if f.speaker in held],
-        }
+        train, val = hold_out_validation(
+            [f for f in files if f.speaker not in held], val_files, self.relative
+        )
+        return {"train": train, "val": val, "test": [f for f in files if f.speaker in held]}
 
     def __repr__(self) -> str:
         return (

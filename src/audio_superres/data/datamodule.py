@@ -14,10 +14,16 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from audio_superres.data.cache import CachedCorpus, build_cache
-from audio_superres.data.corpora import AudioFile, Corpus
+from audio_superres.data.corpora import DEFAULT_VAL_FILES, AudioFile, Corpus
+from audio_superres.data.samplers import (
+    DistributedEvalSampler,
+    PatchBatchSampler,
+    ResumableLoader,
+    distributed_rank,
+)
 from audio_superres.errors import ConfigError, DataError
 
 __all__ = ["PatchDataset", "SuperResDataModule", "UtteranceDataset", "collate_utterances"]
@@ -31,8 +37,8 @@ class PatchDataset(Dataset):
     """Every valid patch start across the given utterances, as one flat index space.
 
     Sampling indices uniformly (with replacement) then draws patches uniformly over all audio,
-    long utterances proportionally more often, and the sampler, not the dataset, holds the
-    randomness, so results are reproducible under `L.seed_everything` with any worker count.
+    long utterances proportionally more often, and the sampler (`PatchBatchSampler`), not the
+    dataset, holds the randomness, so results are reproducible with any worker count.
     """
 
     def __init__(self, cache: CachedCorpus, indices: Sequence[int], patch_len: int) -> None:
@@ -110,7 +116,10 @@ class SuperResDataModule(L.LightningDataModule):
 
     `corpus` is a Corpus class or partial taking `root` and `test_speakers`; with `root=None`
     the corpus default root is used (the demo corpus). `test_speakers="*"` sends everything to
-    the test split (evaluation only).
+    the test split (evaluation only). Validation is the corpus's "val" split (`val_max_files`
+    utterances of the training speakers, or the corpus's own validation group), never a test
+    file. Training draws `patches_per_epoch` patches per epoch over all ranks from `seed`
+    (default: the seed `L.seed_everything` set), by position, so resumed runs continue.
     """
 
     def __init__(
@@ -128,6 +137,7 @@ class SuperResDataModule(L.LightningDataModule):
         cache_dir: str = "data/cache",
         test_max_files: int | None = None,
         prepare_workers: int = 2,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if int(ratio) < 1:
@@ -148,7 +158,8 @@ class SuperResDataModule(L.LightningDataModule):
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.patches_per_epoch = int(patches_per_epoch)
-        self.val_max_files = val_max_files
+        self.val_max_files = DEFAULT_VAL_FILES if val_max_files is None else int(val_max_files)
+        self.seed = seed
         self.test_max_files = test_max_files
         self.cache_dir = cache_dir
         self.prepare_workers = int(prepare_workers)
@@ -170,7 +181,7 @@ class SuperResDataModule(L.LightningDataModule):
             cache = build_cache(self.corpus, self.sample_rate, self.cache_dir, self.prepare_workers)
             position = {e.path: i for i, e in enumerate(cache.entries)}
             files = [AudioFile(self.corpus.root / e.path, e.speaker) for e in cache.entries]
-            split = self.corpus.split(files)
+            split = self.corpus.split(files, val_files=self.val_max_files)
             self.train_indices = sorted(
                 position[self.corpus.relative(f.path)] for f in split["train"]
             )
@@ -205,9 +216,9 @@ class SuperResDataModule(L.LightningDataModule):
                     f"{self.corpus.test_speakers!r}); validation and test will be empty",
                     stacklevel=2,
                 )
-            # A corpus with its own validation split (piano: by recording) validates on it;
-            # otherwise (VCTK, folders) validation is an evenly spaced subset of the test files.
-            pool = held_out("val") if "val" in split else all_test
+            # validation never sees a test file: held-out utterances of the training speakers,
+            # or the corpus's own validation group (piano), evenly spread if it is larger
+            pool = held_out("val")
             self.val_indices = [pool[k] for k in _evenly_spaced(len(pool), self.val_max_files)]
             self.cache = cache
         if stage in (None, "fit") and self._train_set is None:
@@ -229,25 +240,62 @@ class SuperResDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """`patches_per_epoch` random patches per epoch in all, split over the ranks.
+
+        Batch k of epoch e on rank r is drawn from (seed, e, k, r); the loader's state (the
+        batches done, from the trainer's progress) goes into checkpoints, so a resumed run
+        continues the stream. The Trainer must not replace the sampler
+        (`use_distributed_sampler: false`, set in conf/trainer/default.yaml).
+        """
         if self._train_set is None:
             self.setup("fit")
         assert self._train_set is not None
-        sampler = RandomSampler(
-            self._train_set, replacement=True, num_samples=self.patches_per_epoch
+        rank, world_size = distributed_rank()
+        seed = torch.initial_seed() if self.seed is None else self.seed
+        sampler = PatchBatchSampler(
+            len(self._train_set), self.patches_per_epoch, self.batch_size, seed, rank, world_size
         )
-        return self._loader(
-            self._train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True
+        batches_done = None
+        if self.trainer is not None:
+            # batches whose training step ran: exact at checkpoint time, prefetching or not
+            progress = self.trainer.fit_loop.epoch_loop.batch_progress
+            batches_done = lambda: progress.total.processed  # noqa: E731
+        return ResumableLoader(
+            self._train_set,
+            batch_sampler=sampler,
+            batches_done=batches_done,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
         )
 
     def _eval_loader(self, indices: list[int]) -> DataLoader:
+        """Whole utterances; under DDP each rank gets its share, no file padded in twice."""
         if self.cache is None:
             self.setup("test")
         assert self.cache is not None
         dataset = UtteranceDataset(self.cache, indices, self.ratio)
-        return self._loader(dataset, batch_size=1, shuffle=False, collate_fn=collate_utterances)
+        rank, world_size = distributed_rank()
+        sampler = DistributedEvalSampler(len(dataset), rank, world_size)
+        return self._loader(dataset, batch_size=1, sampler=sampler, collate_fn=collate_utterances)
+
+    def split_files(self) -> dict[str, list[str]]:
+        """{"train", "val", "test"}: the files of each split, relative to the corpus root."""
+        if self.cache is None:
+            self.setup("fit")
+        assert self.cache is not None
+        entries = self.cache.entries
+        return {
+            name: [entries[i].path for i in indices]
+            for name, indices in (
+                ("train", self.train_indices),
+                ("val", self.val_indices),
+                ("test", self.test_indices),
+            )
+        }
 
     def val_dataloader(self) -> DataLoader:
-        """The first `val_max_files` held-out utterances, evenly spread over the sorted list."""
+        """The validation split (never a test file), at most `val_max_files` utterances."""
         if self.cache is None:
             self.setup("validate")
         return self._eval_loader(self.val_indices)

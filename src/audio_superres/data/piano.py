@@ -16,7 +16,14 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from audio_superres.data.corpora import ALL_SPEAKERS, AudioFile, Corpus, Split, check_split
+from audio_superres.data.corpora import (
+    ALL_SPEAKERS,
+    DEFAULT_VAL_FILES,
+    AudioFile,
+    Corpus,
+    Split,
+    check_split,
+)
 from audio_superres.errors import DataError
 
 __all__ = ["AUDIO_EXTENSIONS", "SPLIT_FRACTIONS", "PianoCorpus", "split_by_name"]
@@ -126,11 +133,26 @@ class PianoCorpus(Corpus):
         out.sort(key=lambda f: (f.speaker, self.relative(f.path)))
         return out
 
-    def split(self, files: Sequence[AudioFile] | None = None) -> Split:
-        """{"train", "val", "test"} by recording (`split_by_name` of the recording names)."""
+    def split(
+        self, files: Sequence[AudioFile] | None = None, val_files: int = DEFAULT_VAL_FILES
+    ) -> Split:
+        """{"train", "val", "test"} by recording (`split_by_name` of the recording names).
+
+        Validation is its own group of recordings (6%, disjoint from test), also when
+        `test_speakers` picks the test recordings (then 6% of the others); `val_files` is not
+        used (the DataModule bounds how many of them it validates on).
+        """
         files = list(self.files() if files is None else files)
-        if self.test_speakers == ALL_SPEAKERS or self.test_speakers:
-            return check_split(super().split(files), self.root)
+        if self.test_speakers == ALL_SPEAKERS:
+            return check_split(super().split(files, 0), self.root)
+        if self.test_speakers:
+            result = super().split(files, 0)
+            share = self.fractions[1]
+            names = split_by_name([f.speaker for f in result["train"]], (1 - share, share, 0.0))
+            val = set(names["val"])
+            result["val"] = [f for f in result["train"] if f.speaker in val]
+            result["train"] = [f for f in result["train"] if f.speaker not in val]
+            return check_split(result, self.root)
         parts = split_by_name([f.speaker for f in files], self.fractions)
         where = {name: part for part, names in parts.items() for name in names}
         result: Split = {"train": [], "val": [], "test": []}

@@ -5,7 +5,7 @@ against the published one, so that a missing speaker or utterance is an error th
 instead of a silently different split:
 
 - ``single``: speaker p225; the 8 highest-numbered utterances (355 356 357 358 359 363 365 366
-  on the real corpus) are held out, the rest is training.
+  on the real corpus) are the test set, the rest is training.
 - ``multi`` (Kuleshov et al. 2017): the 109 speaker folders of VCTK 0.80, sorted; the first 100
   train, the last 9 (p347 p351 p360 p361 p362 p363 p364 p374 p376) are held out. On 0.92 the
   same 109 speakers are used: s5, added in 0.92, is not part of this split.
@@ -16,6 +16,10 @@ instead of a silently different split:
 Both releases are read, detected from the tree: 0.80 ``wav48/pXXX/pXXX_NNN.wav`` and 0.92
 ``wav48_silence_trimmed/pXXX/pXXX_NNN_mic1.flac`` (or ``_mic2``, chosen by `mic`). `root` may be
 the corpus folder itself or a folder holding it (e.g. ``data/VCTK/VCTK-Corpus/``).
+
+Validation, in every split, is a few held-out utterances of the training speakers
+(`corpora.hold_out_validation`; `data.val_max_files` of them, 8 for ``single``), never a test
+file. The 2017 code validated and chose its checkpoint on the test speakers' files.
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from audio_superres.data.corpora import ALL_SPEAKERS, AudioFile, Corpus, Split, check_split
+from audio_superres.data.corpora import (
+    ALL_SPEAKERS,
+    DEFAULT_VAL_FILES,
+    AudioFile,
+    Corpus,
+    Split,
+    check_split,
+    hold_out_validation,
+)
 from audio_superres.errors import UserFacingError
 
 __all__ = [
@@ -321,29 +333,31 @@ class VCTKCorpus(Corpus):
 
     # -- the split ------------------------------------------------------------------------------
 
-    def split(self, files: Sequence[AudioFile] | None = None) -> Split:
+    def split(
+        self, files: Sequence[AudioFile] | None = None, val_files: int = DEFAULT_VAL_FILES
+    ) -> Split:
         """The published split of `files` (default: `self.files()`), computed from them.
 
-        `single` holds out the 8 highest utterance numbers of p225; `multi` and
-        `multi_standard` sort the speakers and hold out all but the first 100. With
-        `strict=True` the result must be the documented one (constants of this module).
+        `single` tests on the 8 highest utterance numbers of p225; `multi` and
+        `multi_standard` sort the speakers and test on all but the first 100. With
+        `strict=True` the test set must be the documented one (constants of this module).
+        Validation is `val_files` utterances of the training speakers (`hold_out_validation`);
+        the 2017 code validated on its test files.
         """
         files = list(self.files() if files is None else files)
         if self.test_speakers == ALL_SPEAKERS or self.test_speakers:
-            return check_split(super().split(files), self.root)
+            return check_split(super().split(files, val_files), self.root)
         if self.split_name == "single":
             held = self._single_held_out(files)
-            result = {
-                "train": [f for f in files if utterance_number(f.path) not in held],
-                "test": [f for f in files if utterance_number(f.path) in held],
-            }
+            train = [f for f in files if utterance_number(f.path) not in held]
+            test = [f for f in files if utterance_number(f.path) in held]
         else:
             speakers = self.held_out_speakers(files)
-            result = {
-                "train": [f for f in files if f.speaker not in speakers],
-                "test": [f for f in files if f.speaker in speakers],
-            }
-        return check_split(result, self.root)
+            train = [f for f in files if f.speaker not in speakers]
+            test = [f for f in files if f.speaker in speakers]
+        # validation: held-out utterances of the training speakers, never a test file
+        train, val = hold_out_validation(train, val_files, self.relative)
+        return check_split({"train": train, "val": val, "test": test}, self.root)
 
     def _single_held_out(self, files: Sequence[AudioFile]) -> set[int]:
         """The 8 highest utterance numbers among `files` (all of speaker p225)."""

@@ -32,7 +32,7 @@ from audio_superres.runs import (
 from audio_superres.tasks.best_metric import BestMetric
 from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
 from audio_superres.tasks.perceptual import perceptual_callbacks
-from audio_superres.utils import ensure_writable_dir
+from audio_superres.utils import atomic_write_json, ensure_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,18 @@ def drop_callbacks_needing_a_logger(callbacks: list[Any], loggers: list[Any]) ->
     from lightning.pytorch.callbacks import LearningRateMonitor
 
     return [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+
+
+class WriteSplits(L.Callback):
+    """Write `splits.json` (the files of train, val and test) into the run dir at fit start."""
+
+    def __init__(self, output_dir: Path) -> None:
+        self.path = Path(output_dir) / "splits.json"
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if trainer.is_global_zero and hasattr(datamodule, "split_files"):
+            atomic_write_json(self.path, datamodule.split_files())
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -198,6 +210,7 @@ def train(cfg: DictConfig) -> float:
         callbacks = instantiate_group(cfg.get("callbacks"))
     best_metric = BestMetric(optimized_metric(cfg))
     callbacks.append(best_metric)
+    callbacks.append(WriteSplits(output_dir))
     with config_errors("logger"):
         loggers = instantiate_group(cfg.get("logger"))
     callbacks = drop_callbacks_needing_a_logger(callbacks, loggers)
