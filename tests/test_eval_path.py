@@ -31,6 +31,7 @@ TINY = {
     "AudioUNet": ["model.filters=[8,16]", "model.kernels=[9,5]", "model.bottleneck_filters=16"],
     "TFiLMUNet": ["model.filters=[8,16]", "model.kernels=[9,5]", "model.bottleneck_filters=16"],
     "DNNBaseline": ["model.patch_len=256", "model.hidden_sizes=[32,32]"],
+    "APBWE": ["model.channels=16", "model.layers=1"],
 }
 
 
@@ -39,10 +40,13 @@ def trainable_model_configs() -> list[str]:
     trained: evaluate.py model=cubic scores it)."""
     names = []
     for path in sorted((CONF_DIR / "model").glob("*.yaml")):
-        node = OmegaConf.load(path)
-        node.ratio = 4
-        if any(True for _ in instantiate_trusted(OmegaConf.to_container(node)).parameters()):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[f"model={path.stem}", *tiny_overrides(path.stem)])
+        model = instantiate_trusted(OmegaConf.to_container(cfg.model, resolve=True))
+        if any(True for _ in model.parameters()):
             names.append(path.stem)
+    GlobalHydra.instance().clear()
     return names
 
 
