@@ -37,6 +37,66 @@ class MSELoss(nn.Module):
         return (pred - target).pow(2).mean()
 
 
+class MelLoss(nn.Module):
+    """L1 distance between log-mel spectrograms (HiFi-GAN's reconstruction term).
+
+    `log(max(mel, 1e-5))` of the magnitude (power 1) mel spectrogram, torchaudio's
+    `MelSpectrogram` with Slaney-normalised filters on the Slaney mel scale (what librosa, and so
+    HiFi-GAN, uses). Computed in float32 outside autocast, like the STFT term of `MRSTFTLoss`.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        n_fft: int = 1024,
+        hop_length: int = 256,
+        win_length: int = 1024,
+        n_mels: int = 80,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        floor: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        from torchaudio.transforms import MelSpectrogram
+
+        if not 0 < hop_length <= win_length <= n_fft:
+            raise ValueError(f"need 0 < hop <= win_length <= n_fft, got {hop_length, win_length, n_fft}")
+        self.min_len = n_fft // 2 + 1  # reflect padding needs more samples than half the FFT
+        self.floor = float(floor)
+        self.mel = MelSpectrogram(
+            sample_rate=int(sample_rate),
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            f_min=f_min,
+            f_max=f_max,
+            n_mels=n_mels,
+            power=1.0,
+            center=True,
+            pad_mode="reflect",
+            norm="slaney",
+            mel_scale="slaney",
+        )
+
+    def log_mel(self, x: Tensor) -> Tensor:
+        """`(B, T)` -> `(B, n_mels, frames)` log-mel magnitudes."""
+        return torch.log(torch.clamp(self.mel(x), min=self.floor))
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        device_type = pred.device.type
+        no_autocast = (
+            torch.autocast(device_type, enabled=False)
+            if torch.amp.is_autocast_available(device_type)
+            else nullcontext()
+        )
+        with no_autocast:
+            pred, target = pred.float().flatten(1), target.float().flatten(1)
+            short = self.min_len - pred.shape[-1]
+            if short > 0:
+                pred, target = F.pad(pred, (0, short)), F.pad(target, (0, short))
+            return (self.log_mel(pred) - self.log_mel(target)).abs().mean()
+
+
 WAVEFORM_LOSSES: dict[str, type[nn.Module]] = {"rmse": RMSELoss, "l1": L1Loss, "mse": MSELoss}
 
 

@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from audio_superres.checkpoint import instantiate_trusted, load_checkpoint
 
     if args.ckpt:
-        from audio_superres.module import SuperResolutionModule
+        from audio_superres.module import SuperResolutionModule, generator_state_dict
 
         ckpt = load_checkpoint(args.ckpt)
         hp = ckpt["hyper_parameters"]
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             sample_rate=hp["sample_rate"],
             lowpass=hp["lowpass"],
         )
-        module.load_state_dict(ckpt["state_dict"])
+        module.model.load_state_dict(generator_state_dict(ckpt["state_dict"]))
         model, ratio, sr = module.model, module.ratio, module.sample_rate
         lowpass = hp["lowpass"]
     elif args.model:

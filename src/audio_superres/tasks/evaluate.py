@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audio_superres.checkpoint import CheckpointError, instantiate_trusted, load_checkpoint
 from audio_superres.errors import ConfigError, DataError, config_errors
-from audio_superres.module import SuperResolutionModule
+from audio_superres.module import SuperResolutionModule, generator_state_dict
 from audio_superres.report.page import evaluation_page
 from audio_superres.report.results import format_table, write_results
 from audio_superres.runs import finish_wandb, library_versions, single_lightning_log
@@ -72,11 +72,11 @@ def build_for_evaluation(cfg: DictConfig) -> tuple[SuperResolutionModule, dict[s
         ratio=ratio,
         sample_rate=sample_rate,
         lowpass=lowpass,
-        loss=hp.get("loss"),
         n_log_examples=cfg.get("n_examples", 3),
     )
     if ckpt is not None:
-        module.load_state_dict(ckpt["state_dict"])
+        # the generator only: discriminators and optimiser states are training state
+        module.model.load_state_dict(generator_state_dict(ckpt["state_dict"]))
 
     data_cfg = _plain(cfg.get("data")) or hp.get("data_config")
     if data_cfg is None:

@@ -31,7 +31,7 @@ from audio_superres.dsp.blockwise import FileReader, LowresReader, Reader, Resam
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.errors import ConfigError, DataError, PathNotFoundError
 from audio_superres.inference import resolve_device, super_resolve_stream
-from audio_superres.module import SuperResolutionModule
+from audio_superres.module import SuperResolutionModule, generator_state_dict
 from audio_superres.tasks.evaluate import settle_from_checkpoint
 from audio_superres.utils import atomic_path
 
@@ -115,7 +115,7 @@ class Upsampler:
         module = SuperResolutionModule(
             model=hp["model"], ratio=ratio, sample_rate=sample_rate, lowpass=hp["lowpass"]
         )
-        module.load_state_dict(ckpt["state_dict"])
+        module.model.load_state_dict(generator_state_dict(ckpt["state_dict"]))
         return cls(
             model=module.model.eval(),
             ratio=ratio,
