@@ -19,7 +19,7 @@ from audio_superres.models.discriminators import (
     MultiPeriodDiscriminator,
     MultiResolutionSpectrogramDiscriminator,
 )
-from audio_superres.module import SuperResolutionModule, generator_state_dict
+from audio_superres.module import generator_state_dict
 from audio_superres.objectives import (
     AdversarialObjective,
     RegressionObjective,
@@ -190,19 +190,29 @@ def test_every_model_trains_with_either_objective(model, objective, tmp_path):
     extra = TINY_ADVERSARIAL if objective == "adversarial" else []
     size = {
         "dnn": ["model.hidden_sizes=[32]", "model.patch_len=1024"],
-        "tfilm_small": ["model.filters=[8,16]", "model.kernels=[9,5]", "model.bottleneck_filters=16"],
+        "tfilm_small": [
+            "model.filters=[8,16]",
+            "model.kernels=[9,5]",
+            "model.bottleneck_filters=16",
+        ],
         "audiounet_small": TINY_MODEL,
     }[model]
     cfg = compose_train([f"model={model}", *size, *extra, "logger=none"], tmp_path)
     module = build_module(cfg)
     assert isinstance(
-        module.objective, AdversarialObjective if objective == "adversarial" else RegressionObjective
+        module.objective,
+        AdversarialObjective if objective == "adversarial" else RegressionObjective,
     )
     before = {k: v.clone() for k, v in module.model.state_dict().items()}
     data = torch.utils.data.DataLoader(0.1 * torch.randn(4, 2048), batch_size=2)
     trainer = L.Trainer(
-        max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu", limit_val_batches=0,
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        limit_val_batches=0,
     )
     trainer.fit(module, train_dataloaders=data)
     assert trainer.global_step == 2  # generator steps, whatever the objective
@@ -227,8 +237,14 @@ def test_adversarial_trains_and_evaluates_the_generator_only(tiny_corpus, tmp_pa
     logged = set().union(*(k for row in read_log(run_dir) for k, v in row.items() if v))
     rows = read_log(run_dir)
     keys = {k for row in rows for k, v in row.items() if v}
-    assert {"train/loss", "train/recon/mel", "train/recon/waveform", "train/gan/gen",
-            "train/gan/disc", "train/feature_matching"} <= keys, logged
+    assert {
+        "train/loss",
+        "train/recon/mel",
+        "train/recon/waveform",
+        "train/gan/gen",
+        "train/gan/disc",
+        "train/feature_matching",
+    } <= keys, logged
     # warm-up: the first step trains on reconstruction alone
     first = next(r for r in rows if r.get("train/loss"))
     assert first["step"] == "0" and not first.get("train/gan/gen")
@@ -256,8 +272,15 @@ def test_adversarial_trains_and_evaluates_the_generator_only(tiny_corpus, tmp_pa
     assert all(torch.equal(v, weights[k]) for k, v in module.model.state_dict().items())
 
     eval_dir = tmp_path / "eval"
-    run([str(REPO / "evaluate.py"), f"ckpt_path={run_dir}/checkpoints/last.ckpt",
-         f"hydra.run.dir={eval_dir}", "logger=none"], cwd=tmp_path)
+    run(
+        [
+            str(REPO / "evaluate.py"),
+            f"ckpt_path={run_dir}/checkpoints/last.ckpt",
+            f"hydra.run.dir={eval_dir}",
+            "logger=none",
+        ],
+        cwd=tmp_path,
+    )
     assert json.loads((eval_dir / "metrics.json").read_text())["n_files"] == 2
 
 
@@ -266,12 +289,14 @@ def constant_corpus(root: Path) -> Path:
     run and an uninterrupted one see the same data whatever the sampler's random stream."""
     rng = np.random.default_rng(0)
     (root / "spk0").mkdir(parents=True)
-    sf.write(root / "spk0" / "utt0.wav", voiced_signal(rng, 2048 / 16000, 16000), 16000,
-             subtype="FLOAT")
+    sf.write(
+        root / "spk0" / "utt0.wav", voiced_signal(rng, 2048 / 16000, 16000), 16000, subtype="FLOAT"
+    )
     (root / "spk2").mkdir()
     for i in range(2):
-        sf.write(root / "spk2" / f"utt{i}.wav", voiced_signal(rng, 1.0, 16000), 16000,
-                 subtype="FLOAT")
+        sf.write(
+            root / "spk2" / f"utt{i}.wav", voiced_signal(rng, 1.0, 16000), 16000, subtype="FLOAT"
+        )
     return root
 
 
@@ -281,8 +306,10 @@ def test_adversarial_run_resumes_exactly(tmp_path):
     common = [*TINY_ADVERSARIAL, "test_after_fit=false", "trainer.val_check_interval=100"]
 
     def ckpt_of(run_dir: Path, steps: int, *extra: str) -> dict:
-        run(train_args(corpus, run_dir) + common + [f"trainer.max_steps={steps}", *extra],
-            cwd=tmp_path)
+        run(
+            train_args(corpus, run_dir) + common + [f"trainer.max_steps={steps}", *extra],
+            cwd=tmp_path,
+        )
         return load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
 
     straight = ckpt_of(tmp_path / "straight", 3)
@@ -297,22 +324,29 @@ def test_adversarial_run_resumes_exactly(tmp_path):
     ):
         for pid, state in opt_straight["state"].items():
             for name, value in state.items():
-                assert torch.allclose(opt_resumed["state"][pid][name], value,
-                                      rtol=1e-5, atol=1e-9), (pid, name)
+                assert torch.allclose(
+                    opt_resumed["state"][pid][name], value, rtol=1e-5, atol=1e-9
+                ), (pid, name)
 
 
 @pytest.mark.slow
 def test_warmup_steps_leave_the_discriminators_untouched(tiny_corpus, tmp_path):
     run_dir = tmp_path / "warm"
-    overrides = [*TINY_ADVERSARIAL, "objective.warmup_steps=5", "trainer.max_steps=2",
-                 "test_after_fit=false"]
+    overrides = [
+        *TINY_ADVERSARIAL,
+        "objective.warmup_steps=5",
+        "trainer.max_steps=2",
+        "test_after_fit=false",
+    ]
     run(train_args(tiny_corpus, run_dir) + overrides, cwd=tmp_path)
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     gen_state, disc_state = ckpt["optimizer_states"]
     assert gen_state["state"] and not disc_state["state"]  # the discriminators' never stepped
     # the discriminators' weights are still their initial ones (same seed, same build order)
-    cfg = compose_train([a for a in train_args(tiny_corpus, run_dir)[1:]
-                         if not a.startswith("hydra.")] + overrides, tmp_path)
+    cfg = compose_train(
+        [a for a in train_args(tiny_corpus, run_dir)[1:] if not a.startswith("hydra.")] + overrides,
+        tmp_path,
+    )
     L.seed_everything(cfg.seed, workers=True)
     fresh = build_module(cfg).state_dict()
     disc_keys = [k for k in fresh if k.startswith("objective.discriminators.")]

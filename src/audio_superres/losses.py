@@ -60,7 +60,9 @@ class MelLoss(nn.Module):
         from torchaudio.transforms import MelSpectrogram
 
         if not 0 < hop_length <= win_length <= n_fft:
-            raise ValueError(f"need 0 < hop <= win_length <= n_fft, got {hop_length, win_length, n_fft}")
+            raise ValueError(
+                f"need 0 < hop <= win_length <= n_fft, got {hop_length, win_length, n_fft}"
+            )
         self.min_len = n_fft // 2 + 1  # reflect padding needs more samples than half the FFT
         self.floor = float(floor)
         self.mel = MelSpectrogram(

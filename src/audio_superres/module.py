@@ -85,7 +85,8 @@ def build_scheduler(cfg: Mapping[str, Any] | None, optimizer: torch.optim.Optimi
     if interval not in ("step", "epoch"):
         raise ValueError(f"scheduler.interval must be step or epoch, got {interval!r}")
     scheduler = instantiate(cfg, _convert_="all")(optimizer)
-    return {"scheduler": scheduler, "interval": interval, "frequency": int(options.get("frequency", 1))}
+    frequency = int(options.get("frequency", 1))
+    return {"scheduler": scheduler, "interval": interval, "frequency": frequency}
 
 
 def lowpass_to_dict(spec: LowpassSpec) -> dict[str, Any]:
@@ -246,7 +247,8 @@ class SuperResolutionModule(L.LightningModule):
 
     def _log_terms(self, prefix: str, terms: Mapping[str, Tensor]) -> None:
         if terms:
-            self.log_dict({f"{prefix}{k}": v for k, v in terms.items()}, on_step=True, on_epoch=False)
+            logs = {f"{prefix}{k}": v for k, v in terms.items()}
+            self.log_dict(logs, on_step=True, on_epoch=False)
 
     def _component_terms(self, pred: Tensor, hr: Tensor) -> dict[str, Tensor]:
         """`terms()` of the reconstruction losses that report components, at logging steps."""
@@ -255,7 +257,8 @@ class SuperResolutionModule(L.LightningModule):
             return {}
         objective = self.objective
         if isinstance(objective, AdversarialObjective):
-            named = [(f"{n}/", loss) for n, loss in objective.losses.items() if objective.weights[n]]
+            weights = objective.weights
+            named = [(f"{n}/", loss) for n, loss in objective.losses.items() if weights[n]]
         else:
             named = [("", getattr(objective, "loss", None))]
         out = {}
@@ -275,7 +278,7 @@ class SuperResolutionModule(L.LightningModule):
         return loss
 
     def _adversarial_step(self, hr: Tensor, lr: Tensor) -> None:
-        """One discriminator step (after the warm-up), then one generator step (HiFi-GAN's order)."""
+        """A discriminator step (after the warm-up), then a generator step (HiFi-GAN's order)."""
         objective = self.objective
         assert isinstance(objective, AdversarialObjective)
         opt_g, opt_d = self.optimizers()

@@ -115,7 +115,9 @@ class AdversarialObjective(TrainingObjective):
                     f"objective.reconstruction.{name} must be {{weight: ..., loss: <loss config>}}"
                 )
             self.weights[name] = float(term.get("weight", 1.0))
-            losses[name] = instantiate_trusted(dict(term["loss"]), f"objective.reconstruction.{name}")
+            losses[name] = instantiate_trusted(
+                dict(term["loss"]), f"objective.reconstruction.{name}"
+            )
         self.losses = nn.ModuleDict(losses)
         self.discriminators = nn.ModuleDict(
             {

@@ -32,7 +32,9 @@ class WarmupCosineLR(LambdaLR):
                 "schedule follows trainer.max_steps: set it, or set scheduler.total_steps)"
             )
         if not 0 <= int(warmup_steps) < int(total_steps):
-            raise ValueError(f"need 0 <= warmup_steps < total_steps, got {warmup_steps}, {total_steps}")
+            raise ValueError(
+                f"need 0 <= warmup_steps < total_steps, got {warmup_steps}, {total_steps}"
+            )
         if not 0.0 <= float(min_lr_ratio) <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
         self.total_steps = int(total_steps)

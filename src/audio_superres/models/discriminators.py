@@ -51,7 +51,9 @@ class PeriodDiscriminator(nn.Module):
         b, t = x.shape
         pad = (-t) % self.period
         if pad:
-            x = F.pad(x.unsqueeze(1), (0, pad), mode="reflect" if pad < t else "constant").squeeze(1)
+            x = F.pad(x.unsqueeze(1), (0, pad), mode="reflect" if pad < t else "constant").squeeze(
+                1
+            )
         h = x.reshape(b, 1, -1, self.period)
         features = []
         for layer in self.layers:
@@ -105,7 +107,9 @@ class SpectrogramDiscriminator(nn.Module):
         if kind not in SPECTRUM_KINDS:
             raise ValueError(f"kind must be one of {SPECTRUM_KINDS}, got {kind!r}")
         if not 0 < hop_length <= win_length <= n_fft:
-            raise ValueError(f"need 0 < hop <= win_length <= n_fft, got {hop_length, win_length, n_fft}")
+            raise ValueError(
+                f"need 0 < hop <= win_length <= n_fft, got {hop_length, win_length, n_fft}"
+            )
         self.n_fft, self.hop_length, self.win_length = int(n_fft), int(hop_length), int(win_length)
         self.kind = kind
         self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
