@@ -275,7 +275,19 @@ class SuperResolutionModule(L.LightningModule):
         loss, terms = self.objective.reconstruction(pred, hr)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         self._log_terms("train/recon/", {**terms, **self._component_terms(pred, hr)})
+        self._log_lr()
         return loss
+
+    def _log_lr(self) -> None:
+        """The learning rates in use (`train/lr`, `train/lr_disc`), with any logger or none."""
+        if self._trainer is None:  # a step run by hand, outside a Trainer
+            return
+        optimizers = self.optimizers(use_pl_optimizer=False)
+        if not isinstance(optimizers, list):
+            optimizers = [optimizers]
+        names = ("train/lr", "train/lr_disc")
+        logs = {n: float(o.param_groups[0]["lr"]) for n, o in zip(names, optimizers, strict=False)}
+        self.log_dict(logs, on_step=True, on_epoch=False)
 
     def _adversarial_step(self, hr: Tensor, lr: Tensor) -> None:
         """A discriminator step (after the warm-up), then a generator step (HiFi-GAN's order)."""
@@ -313,6 +325,7 @@ class SuperResolutionModule(L.LightningModule):
         self._step_schedulers("step", disc=False)
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         self._log_terms("train/recon/", {**terms, **self._component_terms(pred.detach(), hr)})
+        self._log_lr()
 
     def _clip(self, optimizer: Any) -> None:
         if self.gradient_clip_val:
