@@ -9,6 +9,7 @@ rebuild the generator alone from a checkpoint.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,14 +31,14 @@ def loss_terms(loss: nn.Module, pred: Tensor, target: Tensor) -> dict[str, Tenso
         return {k: v.detach() for k, v in terms(pred, target).items()}
 
 
-class TrainingObjective(nn.Module):
+class TrainingObjective(nn.Module, ABC):
     """Base: `manual_optimization` tells the module which loop to run."""
 
     manual_optimization = False
 
+    @abstractmethod
     def reconstruction(self, pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The weighted reconstruction loss and its unweighted terms (for logging)."""
-        raise NotImplementedError
 
 
 class RegressionObjective(TrainingObjective):
