@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,25 @@ class MSELoss(nn.Module):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         return (pred - target).pow(2).mean()
+
+
+def float32_spectra(x: Tensor) -> AbstractContextManager:
+    """Autocast off on `x`'s device: bf16 STFTs are neither supported everywhere nor precise
+    enough for log magnitudes."""
+    device_type = x.device.type
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return nullcontext()
+
+
+def padded_pair(pred: Tensor, target: Tensor, min_len: int) -> tuple[Tensor, Tensor]:
+    """float32 `(B, T)` copies, zero-padded alike to at least `min_len` samples (an STFT's
+    reflect padding needs more than half the FFT)."""
+    pred, target = pred.float().flatten(1), target.float().flatten(1)
+    short = min_len - pred.shape[-1]
+    if short > 0:
+        pred, target = F.pad(pred, (0, short)), F.pad(target, (0, short))
+    return pred, target
 
 
 class MelLoss(nn.Module):
@@ -85,17 +104,8 @@ class MelLoss(nn.Module):
         return torch.log(torch.clamp(self.mel(x), min=self.floor))
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        device_type = pred.device.type
-        no_autocast = (
-            torch.autocast(device_type, enabled=False)
-            if torch.amp.is_autocast_available(device_type)
-            else nullcontext()
-        )
-        with no_autocast:
-            pred, target = pred.float().flatten(1), target.float().flatten(1)
-            short = self.min_len - pred.shape[-1]
-            if short > 0:
-                pred, target = F.pad(pred, (0, short)), F.pad(target, (0, short))
+        with float32_spectra(pred):
+            pred, target = padded_pair(pred, target, self.min_len)
             return (self.log_mel(pred) - self.log_mel(target)).abs().mean()
 
 
@@ -149,17 +159,8 @@ class MRSTFTLoss(nn.Module):
 
     def spectral(self, pred: Tensor, target: Tensor) -> Tensor:
         """The multi-resolution STFT term alone, on `(B, T)` signals."""
-        device_type = pred.device.type
-        no_autocast = (
-            torch.autocast(device_type, enabled=False)
-            if torch.amp.is_autocast_available(device_type)
-            else nullcontext()
-        )
-        with no_autocast:
-            pred, target = pred.float().flatten(1), target.float().flatten(1)
-            short = self.min_len - pred.shape[-1]
-            if short > 0:
-                pred, target = F.pad(pred, (0, short)), F.pad(target, (0, short))
+        with float32_spectra(pred):
+            pred, target = padded_pair(pred, target, self.min_len)
             return self.stft_loss(pred.unsqueeze(1), target.unsqueeze(1))
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:

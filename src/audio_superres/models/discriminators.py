@@ -20,6 +20,17 @@ DiscriminatorOutput = list[tuple[Tensor, list[Tensor]]]
 LEAK = 0.1
 
 
+def conv_stack(layers: nn.ModuleList, out: nn.Module, h: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Hidden convs with LeakyReLU, then the output conv: `(score (B, N), every activation)`."""
+    features = []
+    for layer in layers:
+        h = F.leaky_relu(layer(h), LEAK)
+        features.append(h)
+    h = out(h)
+    features.append(h)
+    return h.flatten(1), features
+
+
 class PeriodDiscriminator(nn.Module):
     """Samples `period` apart as the rows of a 2-D image: conv kernels `(k, 1)` see one phase
     of the period at a time, so periodic structure (harmonics) is judged directly."""
@@ -55,13 +66,7 @@ class PeriodDiscriminator(nn.Module):
                 1
             )
         h = x.reshape(b, 1, -1, self.period)
-        features = []
-        for layer in self.layers:
-            h = F.leaky_relu(layer(h), LEAK)
-            features.append(h)
-        h = self.out(h)
-        features.append(h)
-        return h.flatten(1), features
+        return conv_stack(self.layers, self.out, h)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -148,13 +153,7 @@ class SpectrogramDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         h = self.spectrum(x)
-        features = []
-        for layer in self.layers:
-            h = F.leaky_relu(layer(h), LEAK)
-            features.append(h)
-        h = self.out(h)
-        features.append(h)
-        return h.flatten(1), features
+        return conv_stack(self.layers, self.out, h)
 
 
 class MultiResolutionSpectrogramDiscriminator(nn.Module):
