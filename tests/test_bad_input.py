@@ -308,7 +308,7 @@ def test_a_ratio_that_does_not_fit_stops_before_any_work(tmp_path, tiny_corpus, 
 def _checkpoint(path: Path, ratio: int = 4, sample_rate: int = SR, **hp_changes) -> Path:
     module = SuperResolutionModule(
         model={**TINY_MODEL, "ratio": ratio}, ratio=ratio, sample_rate=sample_rate,
-        lowpass="chebyshev", loss={"_target_": "audio_superres.losses.RMSELoss"},
+        lowpass="chebyshev",
     )  # fmt: skip
     hp = {**dict(module.hparams), **hp_changes}
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": hp}, path)

@@ -33,8 +33,10 @@ def compose_train(overrides: list[str], tmp_path: Path) -> DictConfig:
 
 
 def test_config_groups_exist():
-    for group in ("data", "lowpass", "model", "loss", "optim", "trainer", "logger", "callbacks"):
+    for group in ("data", "lowpass", "model", "loss", "objective", "optimizer", "scheduler",
+                  "trainer", "logger", "callbacks"):
         assert group_options(group), group
+    assert not (CONF_DIR / "optim").exists()  # replaced by optimizer/ and scheduler/
 
 
 @pytest.mark.parametrize("model", group_options("model"))
@@ -60,6 +62,21 @@ def test_every_loss_config_instantiates(loss, tmp_path):
     fn = instantiate(cfg.loss)
     x = torch.randn(2, 64)
     assert fn(x, x) < 1e-2 and fn(x, x + 1) > 0.5
+
+
+@pytest.mark.parametrize("objective", group_options("objective"))
+@pytest.mark.parametrize("optimizer", group_options("optimizer"))
+@pytest.mark.parametrize("scheduler", group_options("scheduler"))
+def test_every_objective_optimizer_scheduler_config_builds(
+    objective, optimizer, scheduler, tmp_path
+):
+    cfg = compose_train(
+        [f"objective={objective}", f"optimizer={optimizer}", f"scheduler={scheduler}"], tmp_path
+    )
+    module = build_module(cfg)
+    configured = module.configure_optimizers()
+    optimizers = configured[0] if isinstance(configured, tuple) else [configured]
+    assert (len(optimizers) == 2) == objective.startswith("adversarial")
 
 
 @pytest.mark.parametrize("logger", group_options("logger"))

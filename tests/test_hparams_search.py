@@ -28,7 +28,7 @@ def test_demo_search_space_composes() -> None:
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.mode.name == "MULTIRUN"
     assert cfg.optimized_metric == "val/snr" and sweeper.direction == "maximize"
-    assert set(sweeper.params) == {"optim.lr", "model_width", "model_depth", "loss"}
+    assert set(sweeper.params) == {"optimizer.lr", "model_width", "model_depth", "loss"}
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_two_trial_search_minimising_lsd_through_train_py(tiny_corpus, tmp_path)
         bests[job] = status["best"]
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert results["best_value"] == pytest.approx(min(bests.values()), rel=1e-6)
-    assert set(results["best_params"]) == {"optim.lr", "model_width", "model_depth", "loss"}
+    assert set(results["best_params"]) == {"optimizer.lr", "model_width", "model_depth", "loss"}
     assert all(math.isfinite(v) for v in bests.values())
     rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
     assert [(r["job"], r["status"], r["optimized_metric"]) for r in rows] == [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,78 @@ class MSELoss(nn.Module):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         return (pred - target).pow(2).mean()
+
+
+def float32_spectra(x: Tensor) -> AbstractContextManager:
+    """Autocast off on `x`'s device: bf16 STFTs are neither supported everywhere nor precise
+    enough for log magnitudes."""
+    device_type = x.device.type
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return nullcontext()
+
+
+def padded_pair(pred: Tensor, target: Tensor, min_len: int) -> tuple[Tensor, Tensor]:
+    """float32 `(B, T)` copies, zero-padded alike to at least `min_len` samples (an STFT's
+    reflect padding needs more than half the FFT)."""
+    pred, target = pred.float().flatten(1), target.float().flatten(1)
+    short = min_len - pred.shape[-1]
+    if short > 0:
+        pred, target = F.pad(pred, (0, short)), F.pad(target, (0, short))
+    return pred, target
+
+
+class MelLoss(nn.Module):
+    """L1 distance between log-mel spectrograms (HiFi-GAN's reconstruction term).
+
+    `log(max(mel, 1e-5))` of the magnitude (power 1) mel spectrogram, torchaudio's
+    `MelSpectrogram` with Slaney-normalised filters on the Slaney mel scale (what librosa, and so
+    HiFi-GAN, uses). Computed in float32 outside autocast, like the STFT term of `MRSTFTLoss`.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        n_fft: int = 1024,
+        hop_length: int = 256,
+        win_length: int = 1024,
+        n_mels: int = 80,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        floor: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        from torchaudio.transforms import MelSpectrogram
+
+        if not 0 < hop_length <= win_length <= n_fft:
+            raise ValueError(
+                f"need 0 < hop <= win_length <= n_fft, got {hop_length, win_length, n_fft}"
+            )
+        self.min_len = n_fft // 2 + 1  # reflect padding needs more samples than half the FFT
+        self.floor = float(floor)
+        self.mel = MelSpectrogram(
+            sample_rate=int(sample_rate),
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            f_min=f_min,
+            f_max=f_max,
+            n_mels=n_mels,
+            power=1.0,
+            center=True,
+            pad_mode="reflect",
+            norm="slaney",
+            mel_scale="slaney",
+        )
+
+    def log_mel(self, x: Tensor) -> Tensor:
+        """`(B, T)` -> `(B, n_mels, frames)` log-mel magnitudes."""
+        return torch.log(torch.clamp(self.mel(x), min=self.floor))
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        with float32_spectra(pred):
+            pred, target = padded_pair(pred, target, self.min_len)
+            return (self.log_mel(pred) - self.log_mel(target)).abs().mean()
 
 
 WAVEFORM_LOSSES: dict[str, type[nn.Module]] = {"rmse": RMSELoss, "l1": L1Loss, "mse": MSELoss}
@@ -89,17 +161,8 @@ class MRSTFTLoss(nn.Module):
 
     def spectral(self, pred: Tensor, target: Tensor) -> Tensor:
         """The multi-resolution STFT term alone, on `(B, T)` signals."""
-        device_type = pred.device.type
-        no_autocast = (
-            torch.autocast(device_type, enabled=False)
-            if torch.amp.is_autocast_available(device_type)
-            else nullcontext()
-        )
-        with no_autocast:
-            pred, target = pred.float().flatten(1), target.float().flatten(1)
-            short = self.min_len - pred.shape[-1]
-            if short > 0:
-                pred, target = F.pad(pred, (0, short)), F.pad(target, (0, short))
+        with float32_spectra(pred):
+            pred, target = padded_pair(pred, target, self.min_len)
             return self.stft_loss(pred.unsqueeze(1), target.unsqueeze(1))
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:

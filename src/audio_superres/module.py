@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from audio_superres.checkpoint import instantiate_trusted
@@ -18,15 +18,76 @@ from audio_superres.errors import ConfigError
 from audio_superres.inference import InferenceSettings, super_resolve
 from audio_superres.metrics import METRIC_KEYS, SuperResMetrics, compute_metrics_many
 from audio_superres.models.base import SuperResModel
+from audio_superres.objectives import AdversarialObjective, TrainingObjective, loss_terms
 
-DEFAULT_LOSS = {"_target_": "audio_superres.losses.RMSELoss"}
-DEFAULT_OPTIM = {
+DEFAULT_OBJECTIVE = {
+    "_target_": "audio_superres.objectives.RegressionObjective",
+    "loss": {"_target_": "audio_superres.losses.RMSELoss"},
+}
+DEFAULT_OPTIMIZER = {
+    "_target_": "torch.optim.Adam",
+    "_partial_": True,
     "lr": 3e-4,
     "betas": [0.9, 0.999],
     "weight_decay": 0.0,
     "fused": True,
-    "scheduler": None,
 }
+SCHEDULER_KEYS = ("interval", "frequency")  # Lightning's, not the scheduler class's
+GENERATOR_PREFIX = "model."
+
+
+def generator_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The generator's weights of a module checkpoint (keys `model.*`, prefix removed).
+
+    Evaluation and inference load only these: a checkpoint's discriminators, loss buffers and
+    optimiser states are training state.
+    """
+    n = len(GENERATOR_PREFIX)
+    return {k[n:]: v for k, v in state_dict.items() if k.startswith(GENERATOR_PREFIX)}
+
+
+def build_objective(cfg: Mapping[str, Any]) -> TrainingObjective:
+    """An objective from its config; only `audio_superres` objective classes are accepted."""
+    target = str(cfg.get("_target_", ""))
+    if not target.startswith("audio_superres."):
+        raise ValueError(f"objective._target_ must be an audio_superres objective, got {target!r}")
+    objective = instantiate(dict(cfg), _recursive_=False, _convert_="all")
+    if not isinstance(objective, TrainingObjective):
+        raise ValueError(f"objective._target_ {target} is not an audio_superres TrainingObjective")
+    return objective
+
+
+def build_optimizer(cfg: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
+    """A `_partial_` torch.optim config called with `params`; `fused: true` falls back to the
+    default implementation where the parameters' device has no fused kernel."""
+    cfg = dict(cfg)
+    make = instantiate(cfg, _convert_="all")
+    params = list(params)
+    try:
+        return make(params)
+    except (RuntimeError, TypeError) as err:
+        if not cfg.get("fused") or "fused" not in str(err):
+            raise
+        return instantiate({**cfg, "fused": None}, _convert_="all")(params)
+
+
+def build_scheduler(cfg: Mapping[str, Any] | None, optimizer: torch.optim.Optimizer) -> dict | None:
+    """Lightning's scheduler dict from a `_partial_` config plus `interval`/`frequency`."""
+    if not cfg:
+        return None
+    cfg = dict(cfg)
+    if "_target_" not in cfg:
+        raise ValueError(
+            f"scheduler {cfg} has no _target_: choose one (scheduler=cosine|exponential|...) "
+            "before setting its fields"
+        )
+    options = {k: cfg.pop(k) for k in SCHEDULER_KEYS if k in cfg}
+    interval = options.get("interval", "step")
+    if interval not in ("step", "epoch"):
+        raise ValueError(f"scheduler.interval must be step or epoch, got {interval!r}")
+    scheduler = instantiate(cfg, _convert_="all")(optimizer)
+    frequency = int(options.get("frequency", 1))
+    return {"scheduler": scheduler, "interval": interval, "frequency": frequency}
 
 
 def lowpass_to_dict(spec: LowpassSpec) -> dict[str, Any]:
@@ -38,11 +99,18 @@ def lowpass_to_dict(spec: LowpassSpec) -> dict[str, Any]:
 
 
 class SuperResolutionModule(L.LightningModule):
-    """Wraps a plain `nn.Module` (LR `(B, m)` -> HR `(B, m * ratio)`).
+    """Wraps a plain `nn.Module` (LR `(B, m)` -> HR `(B, m * ratio)`) with its training.
 
-    The model and loss are given as configs (`_target_` dicts) and stored in the checkpoint, so
-    `evaluate.py` and `upsample.py` rebuild exactly what was trained from the checkpoint alone.
-    Every validation and test reports the model and the cubic baseline on the same inputs.
+    Everything comes as configs (`_target_` dicts, `conf/train.yaml`'s `module` node): the
+    generator `model`, the training `objective` (`conf/objective/`: regression, or adversarial
+    with discriminators and manual optimisation), the generator's `optimizer` and `scheduler`
+    (`_partial_` torch configs). They are stored resolved in the checkpoint, so `evaluate.py` and
+    `upsample.py` rebuild the generator (only) from the checkpoint alone. Every validation and
+    test reports the model and the cubic baseline on the same inputs.
+
+    Under the adversarial objective `trainer.global_step` counts generator steps only (the
+    discriminator's optimiser steps are not counted), so `trainer.max_steps`,
+    `val_check_interval` and `every_n_train_steps` all mean generator steps.
     """
 
     def __init__(
@@ -51,8 +119,9 @@ class SuperResolutionModule(L.LightningModule):
         ratio: int,
         sample_rate: int,
         lowpass: Mapping[str, Any] | str = "chebyshev",
-        loss: Mapping[str, Any] | None = None,
-        optim: Mapping[str, Any] | None = None,
+        objective: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
         n_log_examples: int = 3,
         data_config: Mapping[str, Any] | None = None,
         compile: bool | str = False,
@@ -61,16 +130,17 @@ class SuperResolutionModule(L.LightningModule):
         self.ratio = int(ratio)
         self.sample_rate = int(sample_rate)
         self.lowpass = as_lowpass_spec(lowpass)
-        loss = dict(loss or DEFAULT_LOSS)
-        optim = {**DEFAULT_OPTIM, **dict(optim or {})}
+        objective = dict(objective or DEFAULT_OBJECTIVE)
+        optimizer = dict(optimizer or DEFAULT_OPTIMIZER)
         self.save_hyperparameters(
             {
                 "model": dict(model),
                 "ratio": self.ratio,
                 "sample_rate": self.sample_rate,
                 "lowpass": lowpass_to_dict(self.lowpass),
-                "loss": loss,
-                "optim": optim,
+                "objective": objective,
+                "optimizer": optimizer,
+                "scheduler": dict(scheduler) if scheduler else None,
                 "n_log_examples": n_log_examples,
                 # what it was trained on: evaluate.py's default data (metadata only)
                 "data_config": dict(data_config) if data_config else None,
@@ -86,7 +156,12 @@ class SuperResolutionModule(L.LightningModule):
         if built.ratio != self.ratio:
             raise ValueError(f"model ratio {built.ratio} differs from the task ratio {self.ratio}")
         self.model: SuperResModel = built
-        self.loss_fn: nn.Module = instantiate_trusted(loss, "loss")
+        self.objective: TrainingObjective = build_objective(objective)
+        self.automatic_optimization = not self.objective.manual_optimization
+        # Lightning clips only under automatic optimisation; train.py moves the trainer's
+        # gradient_clip_val here for the manual (adversarial) loop
+        self.gradient_clip_val: float | None = None
+        self.gradient_clip_algorithm: str = "norm"
         self.cubic = CubicUpsample(self.ratio)
         self.metrics = nn.ModuleDict(
             {
@@ -182,39 +257,138 @@ class SuperResolutionModule(L.LightningModule):
             object.__setattr__(self, "_compiled_model", torch.compile(self.model, **kwargs))
         return self._compiled_model
 
-    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+    def _log_terms(self, prefix: str, terms: Mapping[str, Tensor]) -> None:
+        if terms:
+            logs = {f"{prefix}{k}": v for k, v in terms.items()}
+            self.log_dict(logs, on_step=True, on_epoch=False)
+
+    def _component_terms(self, pred: Tensor, hr: Tensor) -> dict[str, Tensor]:
+        """`terms()` of the reconstruction losses that report components, at logging steps."""
+        every = getattr(self._trainer, "log_every_n_steps", 1) if self._trainer else 1
+        if self.global_step % max(1, every):
+            return {}
+        objective = self.objective
+        if isinstance(objective, AdversarialObjective):
+            weights = objective.weights
+            named = [(f"{n}/", loss) for n, loss in objective.losses.items() if weights[n]]
+        else:
+            named = [("", getattr(objective, "loss", None))]
+        out = {}
+        for prefix, loss in named:
+            if loss is not None:
+                out.update({f"{prefix}{k}": v for k, v in loss_terms(loss, pred, hr).items()})
+        return out
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor | None:
         hr, lr = self.make_inputs(batch, self._rng("train"))
-        loss = self.loss_fn(self.train_model(lr), hr)
+        if not self.automatic_optimization:
+            return self._adversarial_step(hr, lr)
+        pred = self.train_model(lr)
+        loss, terms = self.objective.reconstruction(pred, hr)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self._log_terms("train/recon/", {**terms, **self._component_terms(pred, hr)})
+        self._log_lr()
         return loss
 
+    def _log_lr(self) -> None:
+        """The learning rates in use (`train/lr`, `train/lr_disc`), with any logger or none."""
+        if self._trainer is None:  # a step run by hand, outside a Trainer
+            return
+        optimizers = self.optimizers(use_pl_optimizer=False)
+        if not isinstance(optimizers, list):
+            optimizers = [optimizers]
+        names = ("train/lr", "train/lr_disc")
+        logs = {n: float(o.param_groups[0]["lr"]) for n, o in zip(names, optimizers, strict=False)}
+        self.log_dict(logs, on_step=True, on_epoch=False)
+
+    def _adversarial_step(self, hr: Tensor, lr: Tensor) -> None:
+        """A discriminator step (after the warm-up), then a generator step (HiFi-GAN's order)."""
+        objective = self.objective
+        assert isinstance(objective, AdversarialObjective)
+        opt_g, opt_d = self.optimizers()
+        pred = self.train_model(lr)
+        adversarial = self.global_step >= objective.warmup_steps
+        if adversarial:
+            disc_loss = objective.discriminator_loss(hr, pred.detach())
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(disc_loss)
+            self._clip(opt_d)
+            # through the strategy (precision plugin, AMP scaler) but not LightningOptimizer.step:
+            # global_step then counts generator steps only
+            self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=lambda: None, model=self)
+            self._step_schedulers("step", disc=True)
+            self.log("train/gan/disc", disc_loss.detach(), on_step=True, on_epoch=False)
+
+        with self.toggled_optimizer(opt_g):  # no gradients into the discriminators
+            recon, terms = objective.reconstruction(pred, hr)
+            loss = recon
+            if adversarial:
+                gan, fm = objective.adversarial(hr, pred)
+                loss = loss + objective.gan_weight * gan + objective.feature_matching_weight * fm
+                self.log_dict(
+                    {"train/gan/gen": gan.detach(), "train/feature_matching": fm.detach()},
+                    on_step=True,
+                    on_epoch=False,
+                )
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            self._clip(opt_g)
+            opt_g.step()
+        self._step_schedulers("step", disc=False)
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        self._log_terms("train/recon/", {**terms, **self._component_terms(pred.detach(), hr)})
+        self._log_lr()
+
+    def _clip(self, optimizer: Any) -> None:
+        if self.gradient_clip_val:
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=self.gradient_clip_val,
+                gradient_clip_algorithm=self.gradient_clip_algorithm,
+            )
+
+    def _step_schedulers(self, interval: str, disc: bool) -> None:
+        """Manual optimisation steps its schedulers itself (Lightning's `interval`/`frequency`)."""
+        opt_g, opt_d = self.optimizers()
+        optimizer = (opt_d if disc else opt_g).optimizer
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval != interval or config.scheduler.optimizer is not optimizer:
+                continue
+            if interval == "epoch":
+                count = self.current_epoch + 1
+            elif disc:  # discriminator steps so far, this one included
+                count = self.global_step - self.objective.warmup_steps + 1
+            else:  # generator steps so far (global_step counts them, this one included)
+                count = self.global_step
+            if count % config.frequency == 0:
+                config.scheduler.step()
+
+    def on_train_epoch_end(self) -> None:
+        if not self.automatic_optimization:
+            self._step_schedulers("epoch", disc=False)
+            if self.global_step > self.objective.warmup_steps:
+                self._step_schedulers("epoch", disc=True)
+
     def configure_optimizers(self) -> Any:
-        o = self.hparams["optim"]
-        # fused: the whole update in one kernel per parameter; the per-op loop spent ~10% of a
-        # small U-Net's CPU training step (python -m audio_superres.bench model)
-        opt = torch.optim.Adam(
-            self.parameters(),
-            lr=o["lr"],
-            betas=tuple(o["betas"]),
-            weight_decay=o["weight_decay"],
-            fused=bool(o.get("fused", True)) or None,
-        )
-        if not o.get("scheduler"):
-            return opt
-        if o["scheduler"] != "cosine":
-            raise ValueError(f"optim.scheduler must be null or 'cosine', got {o['scheduler']!r}")
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(o.get("warmup_steps", 0))
-        floor = float(o.get("min_lr_ratio", 0.0))
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        # fused Adam: the whole update in one kernel per parameter; the per-op loop spent ~10% of
+        # a small U-Net's CPU training step (python -m audio_superres.bench model)
+        hp = self.hparams
+        generator = build_optimizer(hp["optimizer"], self.model.parameters())
+        gen_sched = build_scheduler(hp["scheduler"], generator)
+        if self.automatic_optimization:
+            if gen_sched is None:
+                return generator
+            return {"optimizer": generator, "lr_scheduler": gen_sched}
+        objective = self.objective
+        assert isinstance(objective, AdversarialObjective)
+        disc = build_optimizer(objective.disc_optimizer, objective.discriminators.parameters())
+        disc_sched = build_scheduler(objective.disc_scheduler, disc)
+        schedulers = [
+            {**sched, "name": f"lr-{who}"}
+            for who, sched in (("generator", gen_sched), ("discriminator", disc_sched))
+            if sched is not None
+        ]
+        return [generator, disc], schedulers
 
     # ---- evaluation -----------------------------------------------------------------------
     def _eval_step(

@@ -118,7 +118,7 @@ def load_bench_model(
     from audio_superres.checkpoint import load_checkpoint
 
     if ckpt:
-        from audio_superres.module import SuperResolutionModule
+        from audio_superres.module import SuperResolutionModule, generator_state_dict
 
         state = load_checkpoint(ckpt)
         hp = state["hyper_parameters"]
@@ -126,7 +126,7 @@ def load_bench_model(
             model=hp["model"], ratio=hp["ratio"], sample_rate=hp["sample_rate"],
             lowpass=hp["lowpass"],
         )
-        module.load_state_dict(state["state_dict"])
+        module.model.load_state_dict(generator_state_dict(state["state_dict"]))
         return module.model, module.ratio, module.sample_rate, hp["lowpass"]
     from audio_superres.bench.core import RATIO, SAMPLE_RATE, build_model
 

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         run_dir = out / model
         _run(["train.py", "experiment=demo", f"model={model}", "logger=csv",
               "test_after_fit=false", "trainer.max_steps=100000", f"trainer.max_time={budget}",
-              "trainer.val_check_interval=50", f"optim.lr={args.lr}", "optim.scheduler=null",
+              "trainer.val_check_interval=50", f"optimizer.lr={args.lr}",
+              "scheduler.warmup_steps=0", "scheduler.min_lr_ratio=1.0",  # a constant lr,
               f"hydra.run.dir={run_dir}"])
         metrics_path = Path(_run(["evaluate.py", f"ckpt_path={run_dir}/checkpoints/best.ckpt",
                                   f"hydra.run.dir={run_dir}/eval"]).strip().splitlines()[-1])

@@ -19,7 +19,7 @@ from audio_superres.checkpoint import (
     load_checkpoint,
 )
 from audio_superres.errors import ConfigError, DataError, config_errors
-from audio_superres.module import SuperResolutionModule
+from audio_superres.module import SuperResolutionModule, generator_state_dict
 from audio_superres.report.page import evaluation_page
 from audio_superres.report.results import format_table, write_results
 from audio_superres.runs import (
@@ -134,11 +134,11 @@ def build_for_evaluation(
         ratio=ratio,
         sample_rate=sample_rate,
         lowpass=lowpass,
-        loss=hp.get("loss"),
         n_log_examples=cfg.get("n_examples", 3),
     )
     if ckpt is not None:
-        module.load_state_dict(ckpt["state_dict"])
+        # the generator only: discriminators and optimiser states are training state
+        module.model.load_state_dict(generator_state_dict(ckpt["state_dict"]))
 
     data_cfg = _plain(cfg.get("data"))
     from_checkpoint = data_cfg is None and hp.get("data_config") is not None

@@ -16,7 +16,7 @@ from audio_superres.checkpoint import (
     load_checkpoint,
     remove_stale_temporaries,
 )
-from audio_superres.errors import PathNotFoundError, config_errors
+from audio_superres.errors import ConfigError, PathNotFoundError, config_errors
 from audio_superres.inference import InferenceSettings
 from audio_superres.module import SuperResolutionModule
 from audio_superres.report.media import MediaLogger
@@ -38,19 +38,26 @@ log = logging.getLogger(__name__)
 
 
 def build_module(cfg: DictConfig) -> SuperResolutionModule:
-    """The LightningModule of a train config; configs are stored resolved, as plain dicts."""
-    plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
-    return SuperResolutionModule(
-        model=plain(cfg.model),
-        ratio=cfg.ratio,
-        sample_rate=cfg.sample_rate,
-        lowpass=plain(cfg.lowpass),
-        loss=plain(cfg.loss),
-        optim=plain(cfg.optim),
-        n_log_examples=cfg.get("n_log_examples", 3),
-        data_config=plain(cfg.data),
-        compile=cfg.get("compile", False),
+    """The LightningModule of the config's `module` node; its configs resolved to plain dicts
+    (stored so in hparams and checkpoints), built by the module itself."""
+    module = instantiate(
+        OmegaConf.to_container(cfg.module, resolve=True), _recursive_=False, _convert_="all"
     )
+    if not isinstance(module, SuperResolutionModule):
+        raise ConfigError(f"module._target_ must be a SuperResolutionModule, got {type(module)}")
+    return module
+
+
+def clip_under_manual_optimization(cfg: DictConfig, module: SuperResolutionModule) -> None:
+    """Lightning clips gradients only under automatic optimisation: an adversarial module
+    clips its two optimisers itself, with the trainer's `gradient_clip_*` settings."""
+    clip = cfg.trainer.get("gradient_clip_val")
+    if module.automatic_optimization or not clip:
+        return
+    module.gradient_clip_val = float(clip)
+    module.gradient_clip_algorithm = cfg.trainer.get("gradient_clip_algorithm") or "norm"
+    with open_dict(cfg):
+        cfg.trainer.gradient_clip_val = None
 
 
 def inference_settings(cfg: DictConfig) -> InferenceSettings:
@@ -205,6 +212,7 @@ def train(cfg: DictConfig) -> float:
         datamodule = instantiate(cfg.data)
     with config_errors("model"):
         module = build_module(cfg)
+        clip_under_manual_optimization(cfg, module)
     module.inference = inference_settings(cfg)  # validation and test = evaluate.py's inference
     with config_errors("callbacks"):
         callbacks = instantiate_group(cfg.get("callbacks"))

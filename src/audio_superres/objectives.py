@@ -1,0 +1,163 @@
+"""Training objectives (`conf/objective/`): what the generator is trained to minimise.
+
+`RegressionObjective` is one reconstruction loss (automatic optimisation, as in 2017).
+`AdversarialObjective` adds discriminators: the module then optimises manually, one
+discriminator step and one generator step per batch, each with its own optimiser and schedule.
+Objectives are built only for training, from the run's config; evaluation and inference
+rebuild the generator alone from a checkpoint.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from audio_superres.checkpoint import instantiate_trusted
+from audio_superres.models.discriminators import DiscriminatorOutput
+
+GAN_LOSSES = ("lsgan", "hinge")
+
+
+def loss_terms(loss: nn.Module, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+    """The components a loss reports through `terms(pred, target)`, detached; else none."""
+    terms = getattr(loss, "terms", None)
+    if terms is None:
+        return {}
+    with torch.no_grad():
+        return {k: v.detach() for k, v in terms(pred, target).items()}
+
+
+class TrainingObjective(nn.Module, ABC):
+    """Base: `manual_optimization` tells the module which loop to run."""
+
+    manual_optimization = False
+
+    @abstractmethod
+    def reconstruction(self, pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The weighted reconstruction loss and its unweighted terms (for logging)."""
+
+
+class RegressionObjective(TrainingObjective):
+    """One reconstruction loss (any `conf/loss/` config): today's and the 2017 training."""
+
+    def __init__(self, loss: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.loss: nn.Module = instantiate_trusted(dict(loss), "objective.loss")
+
+    def reconstruction(self, pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.loss(pred, target), {}
+
+
+def gan_discriminator_loss(kind: str, real: Tensor, fake: Tensor) -> Tensor:
+    """Discriminator loss of one sub-discriminator's scores on real and generated audio."""
+    if kind == "lsgan":  # least squares (Mao et al. 2017): real -> 1, fake -> 0
+        return (1 - real).pow(2).mean() + fake.pow(2).mean()
+    # hinge (Lim & Ye 2017; MelGAN): margins at +-1
+    return torch.relu(1 - real).mean() + torch.relu(1 + fake).mean()
+
+
+def gan_generator_loss(kind: str, fake: Tensor) -> Tensor:
+    """Generator loss of one sub-discriminator's scores on generated audio."""
+    if kind == "lsgan":
+        return (1 - fake).pow(2).mean()
+    return -fake.mean()
+
+
+def feature_matching_loss(real: list[Tensor], fake: list[Tensor]) -> Tensor:
+    """Sum over layers of the mean absolute feature difference (HiFi-GAN, MelGAN)."""
+    return sum((r.detach() - f).abs().mean() for r, f in zip(real, fake, strict=True))
+
+
+class AdversarialObjective(TrainingObjective):
+    """Weighted reconstruction terms + GAN loss + feature matching against discriminators.
+
+    `reconstruction`: name -> `{weight, loss}` (any loss config; each logged as
+    `train/recon/<name>`). `discriminators`: name -> discriminator config
+    (`audio_superres.models.discriminators`); their losses are summed. `gan_loss`: `lsgan` or
+    `hinge`. `warmup_steps`: generator steps trained on reconstruction alone before the
+    discriminators start (they are neither run nor stepped before). `disc_optimizer` and
+    `disc_scheduler`: the discriminators' `_partial_` optimiser and scheduler configs (the
+    generator's are the run's `optimizer` and `scheduler`).
+    """
+
+    manual_optimization = True
+
+    def __init__(
+        self,
+        reconstruction: Mapping[str, Mapping[str, Any]],
+        discriminators: Mapping[str, Mapping[str, Any]],
+        disc_optimizer: Mapping[str, Any],
+        disc_scheduler: Mapping[str, Any] | None = None,
+        gan_loss: str = "lsgan",
+        gan_weight: float = 1.0,
+        feature_matching_weight: float = 2.0,
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__()
+        if gan_loss not in GAN_LOSSES:
+            raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {gan_loss!r}")
+        if not discriminators:
+            raise ValueError("the adversarial objective needs at least one discriminator")
+        if int(warmup_steps) < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        self.gan_loss = gan_loss
+        self.gan_weight = float(gan_weight)
+        self.feature_matching_weight = float(feature_matching_weight)
+        self.warmup_steps = int(warmup_steps)
+        self.weights: dict[str, float] = {}
+        losses = {}
+        for name, term in reconstruction.items():
+            if not isinstance(term, Mapping) or "loss" not in term:
+                raise ValueError(
+                    f"objective.reconstruction.{name} must be {{weight: ..., loss: <loss config>}}"
+                )
+            self.weights[name] = float(term.get("weight", 1.0))
+            losses[name] = instantiate_trusted(
+                dict(term["loss"]), f"objective.reconstruction.{name}"
+            )
+        self.losses = nn.ModuleDict(losses)
+        self.discriminators = nn.ModuleDict(
+            {
+                name: instantiate_trusted(dict(cfg), f"objective.discriminators.{name}")
+                for name, cfg in discriminators.items()
+            }
+        )
+        self.disc_optimizer = dict(disc_optimizer)
+        self.disc_scheduler = dict(disc_scheduler or {})
+
+    def reconstruction(self, pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        total = pred.new_zeros((), dtype=torch.float32)
+        terms = {}
+        for name, loss in self.losses.items():
+            if not self.weights[name]:
+                continue
+            value = loss(pred, target)
+            total = total + self.weights[name] * value
+            terms[name] = value.detach()
+        return total, terms
+
+    def discriminate(self, x: Tensor) -> DiscriminatorOutput:
+        """Every sub-discriminator's `(score, features)` on `x`."""
+        return [out for d in self.discriminators.values() for out in d(x)]
+
+    def discriminator_loss(self, real: Tensor, fake: Tensor) -> Tensor:
+        """The discriminators' loss; `fake` must come detached from the generator."""
+        loss = real.new_zeros((), dtype=torch.float32)
+        for (r, _), (f, _) in zip(self.discriminate(real), self.discriminate(fake), strict=True):
+            loss = loss + gan_discriminator_loss(self.gan_loss, r, f)
+        return loss
+
+    def adversarial(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+        """The generator's GAN and feature-matching losses (unweighted)."""
+        gan = real.new_zeros((), dtype=torch.float32)
+        fm = real.new_zeros((), dtype=torch.float32)
+        with torch.no_grad():
+            real_out = self.discriminate(real)
+        for (_, r_feats), (f, f_feats) in zip(real_out, self.discriminate(fake), strict=True):
+            gan = gan + gan_generator_loss(self.gan_loss, f)
+            fm = fm + feature_matching_loss(r_feats, f_feats)
+        return gan, fm
