@@ -10,11 +10,13 @@ APT_PACKAGES := klettres-data ktuberling-data fluidsynth fluid-soundfont-gm chro
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VCTK_CLIPS := ../shared/data/vctk_test_clips/hr
 NOW := $(shell date +%Y-%m-%d_%H-%M-%S)
-DEMO_DIR := outputs/demo/$(NOW)
 PIANO_DIR := outputs/demo_piano/$(NOW)
-MISMATCH_DIR := outputs/mismatch_demo/$(NOW)
+MISMATCH_EXPERIMENT ?= demo
+MISMATCH_SEEDS ?= 1234,1235
+MISMATCH_DIR := outputs/mismatch_$(MISMATCH_EXPERIMENT)/$(NOW)
+DEMO_EXPERIMENT ?= demo
 
-.PHONY: setup apt demo demo-piano mismatch-demo models-table bench data-vctk data-piano test lint format
+.PHONY: setup apt demo demo-unet demo-apbwe demo-piano mismatch-demo models-table bench data-vctk data-piano test lint format
 
 setup: $(STAMP) apt
 
@@ -31,17 +33,30 @@ apt:
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
 	fi
 
-demo: setup
+# The demo recipe: build the corpus, train EXPERIMENT into RUN_DIR, evaluate its best checkpoint
+# (chosen on validation only) on the held-out languages and on the five VCTK clips of ../shared.
+define demo_run
 	$(PY) -m audio_superres.data.demo_speech
-	$(PY) train.py experiment=demo test_after_fit=false hydra.run.dir=$(DEMO_DIR)
-	$(PY) evaluate.py ckpt_path=$(DEMO_DIR)/checkpoints/best.ckpt hydra.run.dir=$(DEMO_DIR)/eval
+	$(PY) train.py experiment=$(1) test_after_fit=false hydra.run.dir=$(2)
+	$(PY) evaluate.py ckpt_path=$(2)/checkpoints/best.ckpt hydra.run.dir=$(2)/eval
 	@if [ -d $(VCTK_CLIPS) ]; then \
 	  echo "Real-world check on the five VCTK test clips ($(VCTK_CLIPS)):"; \
-	  $(PY) evaluate.py ckpt_path=$(DEMO_DIR)/checkpoints/best.ckpt data=folder \
-	    data.root=$(VCTK_CLIPS) data.test_speakers='*' hydra.run.dir=$(DEMO_DIR)/eval_vctk; \
-	  echo "Samples page (VCTK clips): $(DEMO_DIR)/eval_vctk/report/index.html"; fi
-	@echo "Samples page: $(DEMO_DIR)/eval/report/index.html"
-	@echo "Run directory: $(DEMO_DIR)"
+	  $(PY) evaluate.py ckpt_path=$(2)/checkpoints/best.ckpt data=folder \
+	    data.root=$(VCTK_CLIPS) data.test_speakers='*' hydra.run.dir=$(2)/eval_vctk; \
+	  echo "Samples page (VCTK clips): $(2)/eval_vctk/report/index.html"; fi
+	@echo "Samples page: $(2)/eval/report/index.html"
+	@echo "Run directory: $(2)"
+endef
+
+demo: setup
+	$(call demo_run,$(DEMO_EXPERIMENT),outputs/$(DEMO_EXPERIMENT)/$(NOW))
+
+# The 2017 U-Net (experiment=demo) and AP-BWE (experiment=demo_apbwe), each in the same CPU budget.
+demo-unet: setup
+	$(call demo_run,demo,outputs/demo/$(NOW))
+
+demo-apbwe: setup
+	$(call demo_run,demo_apbwe,outputs/demo_apbwe/$(NOW))
 
 # Piano demo: keyboard pieces of the music21 corpus rendered offline, trained ~15 min on CPU.
 demo-piano: setup
@@ -50,11 +65,13 @@ demo-piano: setup
 	$(PY) evaluate.py ckpt_path=$(PIANO_DIR)/checkpoints/best.ckpt hydra.run.dir=$(PIANO_DIR)/eval
 	@echo "Run directory: $(PIANO_DIR)"
 
-# Filter-mismatch grid (train none/chebyshev/butterworth/random x test all five filters), ~40 min on
-# 2 CPU cores: summary.md, summary.csv and heatmaps land in the sweep directory.
+# Filter-mismatch grid (train none/chebyshev/butterworth/random x test all five filters, every seed
+# of MISMATCH_SEEDS), ~25 min per seed on 2 CPU cores: summary.md (mean +- std over seeds),
+# summary.csv and heatmaps land in the sweep directory. Any model: MISMATCH_EXPERIMENT=demo_apbwe.
 mismatch-demo: setup
 	$(PY) -m audio_superres.data.demo_speech
-	$(PY) train.py -m sweep=filter_mismatch_demo experiment=demo hydra.sweep.dir=$(MISMATCH_DIR)
+	$(PY) train.py -m sweep=filter_mismatch_demo experiment=$(MISMATCH_EXPERIMENT) \
+	  seed=$(MISMATCH_SEEDS) hydra.sweep.dir=$(MISMATCH_DIR)
 	@echo "Sweep directory: $(MISMATCH_DIR) (re-aggregate: $(PY) -m audio_superres.report.sweep $(MISMATCH_DIR))"
 
 # Every CPU-size model with the same wall-clock training budget on the demo corpus, next to cubic.

@@ -82,7 +82,6 @@ def _save_checkpoint(path: Path, trained: dict | None = None, **hp_changes: Any)
     changed as a crafted file would be."""
     module = SuperResolutionModule(
         model=trained or TINY_UNET, ratio=4, sample_rate=16000, lowpass="chebyshev",
-        loss={"_target_": "audio_superres.losses.RMSELoss"},
     )  # fmt: skip
     hp = {**dict(module.hparams), **hp_changes}
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": hp}, path)
@@ -114,7 +113,22 @@ def _attacks(victim: Path) -> dict[str, dict[str, Any]]:
         "nested in the model": {"model": {**TINY_UNET, "filters": write}},
         "nested in _args_": {"model": {"_target_": "audio_superres.models.CubicBaseline",
                                        "_args_": [write]}},  # fmt: skip
-        "in the loss": {"loss": {"_target_": "audio_superres.losses.RMSELoss", "eps": write}},
+        "in the objective's loss": {
+            "objective": {
+                "_target_": "audio_superres.objectives.RegressionObjective",
+                "loss": {"_target_": "audio_superres.losses.RMSELoss", "eps": write},
+            }
+        },
+        "a function as the optimizer": {
+            "optimizer": {"_target_": "audio_superres.utils.atomic_write_text", "_partial_": True}
+        },
+        "a function as the discriminators' scheduler": {
+            "objective": {
+                "_target_": "audio_superres.objectives.AdversarialObjective",
+                "disc_scheduler": {"_target_": "os.remove", "_args_": [str(victim)]},
+            }
+        },
+        "in the lowpass": {"lowpass": {"kind": "chebyshev", "order": write}},
         "a partial": {"model": {**TINY_UNET, "_partial_": True}},
         "in the data config": {
             "data_config": {
@@ -187,8 +201,8 @@ def test_stored_configs_that_are_never_built_do_not_block_a_checkpoint(tmp_path:
     (never built when data= is given, nor by upsample.py), leave the model loadable."""
     optim = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 3e-4}
     data = {"_target_": "my_lab.corpora.LabDataModule", "root": "/data"}
-    ckpt = _save_checkpoint(tmp_path / "with_optim.ckpt", optim=optim, data_config=data)
-    assert load_checkpoint(ckpt)["hyper_parameters"]["optim"] == optim
+    ckpt = _save_checkpoint(tmp_path / "with_optim.ckpt", optimizer=optim, data_config=data)
+    assert load_checkpoint(ckpt)["hyper_parameters"]["optimizer"] == optim
     module, _, _ = build_for_evaluation(
         _compose("evaluate", [f"ckpt_path={ckpt}", "data=folder", "data.root=x"], tmp_path)
     )

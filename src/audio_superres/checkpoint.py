@@ -16,9 +16,9 @@ the target (or a re-export of it by its package's `__init__`). Every nested `_ta
 before anything is built; `_partial_` (a factory instead of an object) is refused, except for the
 corpus factory of a stored data config (a partial of an allowed class). Objects are
 then built here, by calling the checked classes with the config's plain values (no Hydra, no
-interpolation). Optimizer or scheduler configs that a run stores for reference are never built
-from a checkpoint: evaluate.py and upsample.py rebuild only the model (and the loss module, whose
-state the checkpoint may hold).
+interpolation). The training objective, optimizer and scheduler configs a run stores for
+reference are checked too (`check_stored_configs`: objective classes, `torch.optim` factories)
+but never built from a checkpoint: evaluate.py and upsample.py rebuild only the model.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ from audio_superres.utils import atomic_write_with
 PACKAGE = "audio_superres"
 MODULE_PACKAGES = ("audio_superres.models", "audio_superres.losses")
 DATA_PACKAGES = ("audio_superres.data",)
+# what a checkpoint stores for reference but never builds: the training objective (nn.Modules of
+# these packages) and the optimiser/scheduler factories (torch classes, our schedules)
+OBJECTIVE_PACKAGES = (*MODULE_PACKAGES, "audio_superres.objectives")
+OPTIM_PACKAGES = ("torch.optim", "audio_superres.schedules")
+OPTIM_KEYS = ("optimizer", "scheduler", "disc_optimizer", "disc_scheduler")
 # keys of a stored config that Hydra would interpret; anything else starting with "_" is refused
 _CONFIG_KEYS = {"_target_", "_args_", "_recursive_", "_convert_"}
 _BUILD_KEYS = _CONFIG_KEYS | {"_partial_"}
@@ -60,6 +65,10 @@ def _under(name: str, packages: tuple[str, ...]) -> bool:
 
 def _module_bases() -> tuple[type, ...]:
     return (nn.Module,)
+
+
+def _optim_bases() -> tuple[type, ...]:
+    return (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)
 
 
 def _data_bases() -> tuple[type, ...]:
@@ -118,6 +127,7 @@ def check_targets(
     packages: tuple[str, ...] = MODULE_PACKAGES,
     bases: tuple[type, ...] | None = None,
     allow_partial: bool = False,
+    root: str = "config",
 ) -> None:
     """Refuse (RefusedTargetError naming `where`) any `_target_` in `cfg`, at any depth, that is
     not an allowed class, and any `_partial_` unless `allow_partial` (a factory of an allowed
@@ -147,7 +157,7 @@ def check_targets(
             for i, value in enumerate(node):
                 walk(value, f"{path}[{i}]")
 
-    walk(cfg, "config")
+    walk(cfg, root)
 
 
 def _build(node: Any, packages: tuple[str, ...], bases: tuple[type, ...] | None) -> Any:
@@ -184,6 +194,33 @@ def instantiate_trusted(cfg: Mapping, where: str = "config", **kwargs: Any) -> A
     return _build({**cfg, **kwargs}, MODULE_PACKAGES, None)
 
 
+def check_stored_configs(hp: Mapping[str, Any], where: str) -> None:
+    """Check every config a checkpoint stores, before anything is built from any of it.
+
+    The model (built by evaluate.py and upsample.py) and every other entry must name only
+    allow-listed classes; the training objective may also name `audio_superres.objectives`
+    classes, and the optimiser/scheduler entries (here and inside the objective) only
+    `torch.optim` / `audio_superres.schedules` classes, as `_partial_` factories. Those are kept
+    for reference and never built from a checkpoint. The data config is checked where it is used
+    (`check_stored_data`).
+    """
+    for key, cfg in hp.items():
+        cfg = _plain(cfg)
+        if key == "data_config":
+            continue
+        if key in OPTIM_KEYS:
+            check_targets(cfg, where, OPTIM_PACKAGES, _optim_bases(), True, root=key)
+        elif key == "objective" and isinstance(cfg, Mapping):
+            for sub in OPTIM_KEYS:
+                if sub in cfg:
+                    check_targets(cfg[sub], where, OPTIM_PACKAGES, _optim_bases(), True,
+                                  root=f"objective.{sub}")  # fmt: skip
+            rest = {k: v for k, v in cfg.items() if k not in OPTIM_KEYS}
+            check_targets(rest, where, OBJECTIVE_PACKAGES, root="objective")
+        else:
+            check_targets(cfg, where, root=key)
+
+
 def check_stored_data(cfg: Any, where: str) -> None:
     """Refuse a stored data config with anything but `audio_superres.data` classes in it."""
     check_targets(_plain(cfg), where, DATA_PACKAGES, _data_bases(), allow_partial=True)
@@ -217,11 +254,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: not an audio_superres checkpoint (no model/ratio in its hyper_parameters)"
         )
-    # what evaluate.py / upsample.py build from every checkpoint, checked before anything is
-    # called (the stored data config is checked where it is used: `check_stored_data`)
-    check_targets(hp["model"], str(path))
-    if hp.get("loss") is not None:
-        check_targets(hp["loss"], str(path))
+    # every stored config, checked before anything is called (the stored data config is
+    # checked where it is used: `check_stored_data`)
+    check_stored_configs(hp, str(path))
     if not isinstance(hp["model"], Mapping) or "_target_" not in hp["model"]:
         raise CheckpointError(f"{path}: its model config has no _target_ class")
     return ckpt

@@ -204,7 +204,8 @@ class APBWE(SuperResModel):
         a = self.amplitude_out_norm(a.transpose(1, 2))
         p = self.phase_out_norm(p.transpose(1, 2))
         with float32_region(lr.device):
-            a, p = a.float(), p.float()
+            wide = torch.promote_types(a.dtype, torch.float32)  # float32 at least (double stays)
+            a, p = a.to(wide), p.to(wide)
             out_log_amp = log_amp + self.amplitude_out(a).transpose(1, 2)
             real = self.phase_out_real(p).transpose(1, 2)
             imag = self.phase_out_imag(p).transpose(1, 2)

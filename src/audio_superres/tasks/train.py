@@ -12,7 +12,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audio_superres.checkpoint import (
     CheckpointError,
-    instantiate_trusted,
     load_checkpoint,
     remove_stale_temporaries,
 )
@@ -70,7 +69,7 @@ def inference_settings(cfg: DictConfig) -> InferenceSettings:
     with config_errors("inference"):
         if "_target_" not in plain:
             return InferenceSettings(**plain)
-        settings = instantiate_trusted(plain, "inference")
+        settings = instantiate(plain)  # the run's own config, never a checkpoint's
         if not isinstance(settings, InferenceSettings):
             raise ValueError(f"{plain['_target_']} is not an InferenceSettings")
         return settings
