@@ -136,6 +136,7 @@ def test_train_and_evaluate_give_the_same_metrics(model, tiny_corpus, tmp_path):
                 f"inference.chunk={CHUNK}",
                 f"inference.overlap={OVERLAP}",
                 "device=cpu",
+                "perceptual_metrics=false",  # train.py's final test computes none by default
             ],
             out,
         )

@@ -266,7 +266,7 @@ def test_adversarial_trains_and_evaluates_the_generator_only(tiny_corpus, tmp_pa
         cfg.lowpass = None
         cfg.ratio = None
         cfg.sample_rate = None
-    module, _ = build_for_evaluation(cfg)
+    module, _, _ = build_for_evaluation(cfg)
     assert isinstance(module.objective, RegressionObjective)
     assert not any("discriminators" in k for k in module.state_dict())
     weights = generator_state_dict(ckpt["state_dict"])

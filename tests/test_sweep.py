@@ -144,6 +144,7 @@ def test_submitit_local_launcher_runs_a_grid(tiny_corpus, tmp_path):
             "sample_rate=16000",
             "device=cpu",
             "test_lowpass=[none,bessel]",
+            "perceptual_metrics=false",
             f"hydra.sweep.dir={sweep_dir}",
         ],
         cwd=tmp_path,

@@ -279,14 +279,14 @@ def loader_throughput(batch_size: int, patch_len: int, batches: int, workers: in
         corpus=corpus, root=data_root or "data/demo_speech",
         test_speakers=None if data_root is None else [],
         sample_rate=SAMPLE_RATE, ratio=RATIO, patch_len=patch_len, batch_size=batch_size,
-        num_workers=workers, patches_per_epoch=batches * batch_size, cache_dir=cache_dir,
+        num_workers=workers, patches_per_epoch=(batches + 1) * batch_size, cache_dir=cache_dir,
     )
     dm.prepare_data()
     dm.setup("fit")
-    loader = dm.train_dataloader()
-    next(iter(loader))  # worker start-up is not throughput
+    batches_of_epoch = iter(dm.train_dataloader())
+    next(batches_of_epoch)  # worker start-up is not throughput (one batch more was asked for)
     t0 = time.perf_counter()
-    n = sum(1 for _ in loader)
+    n = sum(1 for _ in batches_of_epoch)
     rate = n / (time.perf_counter() - t0)
     emit({"figure": "loader", "batches_per_s": round(rate, 1),
           "audio_s_per_s": round(rate * batch_size * patch_len / SAMPLE_RATE, 1),

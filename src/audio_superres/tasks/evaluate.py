@@ -69,7 +69,7 @@ def sample_rate_of_files(data_cfg: dict[str, Any]) -> int:
     args = {"test_speakers": data_cfg.get("test_speakers") or ()}
     if data_cfg.get("root") is not None:
         args["root"] = data_cfg["root"]
-    corpus = instantiate_trusted(corpus_cfg, "data.corpus", **args)
+    corpus = instantiate(corpus_cfg, **args)  # the user's own data config, as train.py builds it
     corpus.prepare()
     files = corpus.split()["test"]
     if not files:
