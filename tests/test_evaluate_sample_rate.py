@@ -31,7 +31,7 @@ def test_sample_rate_is_taken_from_files_that_agree(tmp_path: Path, caplog) -> N
     root = write_corpus(tmp_path / "c", speakers=2, files=1, seconds=0.5, sr=22050)
     cfg = compose_evaluate(cubic_on(root))
     with caplog.at_level("INFO", logger="audio_superres.tasks.evaluate"):
-        module, data_cfg = build_for_evaluation(cfg)
+        module, data_cfg, _ = build_for_evaluation(cfg)
     assert module.sample_rate == 22050 and data_cfg["sample_rate"] == 22050
     assert "sample_rate=22050: the rate of all 2 held-out files" in caplog.text
     # only the held-out files count: a training speaker at another rate does not matter
@@ -43,7 +43,7 @@ def test_sample_rate_is_taken_from_files_that_agree(tmp_path: Path, caplog) -> N
 
 def test_an_explicit_sample_rate_wins(tmp_path: Path) -> None:
     root = write_corpus(tmp_path / "c", speakers=1, files=1, seconds=0.5, sr=22050)
-    module, _ = build_for_evaluation(compose_evaluate(cubic_on(root, "sample_rate=16000")))
+    module, _, _ = build_for_evaluation(compose_evaluate(cubic_on(root, "sample_rate=16000")))
     assert module.sample_rate == 16000
 
 
