@@ -32,16 +32,16 @@ MODEL_CONFIGS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 RATIOS = [2, 3, 4, 6, 8]
 LENGTHS = [1, 2, 3, 7, 13, 101, 1009]
 # width knobs shrunk for CPU tests (only those a config has)
-SMALL = {"filters": 8, "bottleneck_filters": 8, "hidden_sizes": 32}
+SMALL = {"filters": 8, "bottleneck_filters": 8, "hidden_sizes": 32, "channels": 16}
 
 
-def build(name: str, ratio: int, seed: int = 0) -> SuperResModel:
+def build(name: str, ratio: int, seed: int = 0, small: dict | None = None) -> SuperResModel:
     """`conf/model/<name>.yaml` at `ratio`, widths shrunk, eval mode, the net's output active."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"model={name}", f"ratio={ratio}"])
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    for key, width in SMALL.items():
+    for key, width in (SMALL if small is None else small).items():
         value = model_cfg.get(key)
         if isinstance(value, list):
             model_cfg[key] = [width] * len(value)
@@ -109,7 +109,9 @@ def test_contract(name: str, ratio: int) -> None:
 def test_declared_context_covers_the_measured_receptive_field(name: str, ratio: int) -> None:
     """An impulse at LR sample p changes HR outputs only within `context` LR samples of p; with
     context None, it does reach far (else the model should declare a finite context)."""
-    model = build(name, ratio, seed=1).double()
+    # AP-BWE at full width: with 16 channels its far paths fall below double precision
+    widths = {k: v for k, v in SMALL.items() if k != "channels"}
+    model = build(name, ratio, seed=1, small=widths).double()
     with torch.no_grad():  # wake every path (layer scales, zero-initialised output layers)
         for param in model.parameters():
             param.add_(0.02 * torch.randn_like(param))
