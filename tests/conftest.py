@@ -8,8 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: one torch thread each (and in the scripts the tests
+    # start), or the workers' thread pools fight over the cores
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 CONF_DIR = REPO / "conf"
 SHARED = Path(os.environ.get("AUDIO_SUPERRES_SHARED", REPO.parent / "shared"))
 

@@ -46,6 +46,32 @@ def generator_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k[n:]: v for k, v in state_dict.items() if k.startswith(GENERATOR_PREFIX)}
 
 
+def module_from_checkpoint(
+    ckpt: Mapping[str, Any],
+    *,
+    ratio: int | None = None,
+    sample_rate: int | None = None,
+    lowpass: Any = None,
+    **kwargs: Any,
+) -> SuperResolutionModule:
+    """The module of a loaded checkpoint (`checkpoint.load_checkpoint`) with its generator's
+    weights only: the one way evaluate, upsample and the benchmarks rebuild a trained model.
+
+    `ratio`, `sample_rate` and `lowpass` default to the stored ones (callers settle overrides
+    first); `kwargs` go to `SuperResolutionModule` (e.g. `n_log_examples`).
+    """
+    hp = ckpt["hyper_parameters"]
+    module = SuperResolutionModule(
+        model=hp["model"],
+        ratio=int(ratio if ratio is not None else hp["ratio"]),
+        sample_rate=int(sample_rate if sample_rate is not None else hp["sample_rate"]),
+        lowpass=lowpass if lowpass is not None else hp.get("lowpass", "chebyshev"),
+        **kwargs,
+    )
+    module.model.load_state_dict(generator_state_dict(ckpt["state_dict"]))
+    return module
+
+
 def build_objective(cfg: Mapping[str, Any]) -> TrainingObjective:
     """An objective from its config; only `audio_superres` objective classes are accepted."""
     target = str(cfg.get("_target_", ""))

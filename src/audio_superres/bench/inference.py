@@ -118,16 +118,11 @@ def load_bench_model(
     from audio_superres.checkpoint import load_checkpoint
 
     if ckpt:
-        from audio_superres.module import SuperResolutionModule, generator_state_dict
+        from audio_superres.module import module_from_checkpoint
 
         state = load_checkpoint(ckpt)
-        hp = state["hyper_parameters"]
-        module = SuperResolutionModule(
-            model=hp["model"], ratio=hp["ratio"], sample_rate=hp["sample_rate"],
-            lowpass=hp["lowpass"],
-        )
-        module.model.load_state_dict(generator_state_dict(state["state_dict"]))
-        return module.model, module.ratio, module.sample_rate, hp["lowpass"]
+        module = module_from_checkpoint(state)
+        return module.model, module.ratio, module.sample_rate, state["hyper_parameters"]["lowpass"]
     from audio_superres.bench.core import RATIO, SAMPLE_RATE, build_model
 
     torch.manual_seed(seed)

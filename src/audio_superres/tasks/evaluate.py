@@ -19,7 +19,7 @@ from audio_superres.checkpoint import (
     load_checkpoint,
 )
 from audio_superres.errors import ConfigError, DataError, config_errors
-from audio_superres.module import SuperResolutionModule, generator_state_dict
+from audio_superres.module import SuperResolutionModule, module_from_checkpoint
 from audio_superres.report.page import evaluation_page
 from audio_superres.report.results import format_table, write_results
 from audio_superres.runs import (
@@ -129,16 +129,17 @@ def build_for_evaluation(
         )
 
     lowpass = _plain(cfg.get("lowpass")) or hp.get("lowpass") or "chebyshev"
-    module = SuperResolutionModule(
-        model=model_cfg,
-        ratio=ratio,
-        sample_rate=sample_rate,
-        lowpass=lowpass,
-        n_log_examples=cfg.get("n_examples", 3),
-    )
-    if ckpt is not None:
-        # the generator only: discriminators and optimiser states are training state
-        module.model.load_state_dict(generator_state_dict(ckpt["state_dict"]))
+    n_examples = cfg.get("n_examples", 3)
+    if ckpt is not None:  # the generator only: discriminators and optimisers are training state
+        module = module_from_checkpoint(
+            ckpt, ratio=ratio, sample_rate=sample_rate, lowpass=lowpass,
+            n_log_examples=n_examples,
+        )
+    else:
+        module = SuperResolutionModule(
+            model=model_cfg, ratio=ratio, sample_rate=sample_rate, lowpass=lowpass,
+            n_log_examples=n_examples,
+        )
 
     data_cfg = _plain(cfg.get("data"))
     from_checkpoint = data_cfg is None and hp.get("data_config") is not None

@@ -42,7 +42,7 @@ from audio_superres.inference import (
     resolve_device,
     super_resolve_stream,
 )
-from audio_superres.module import SuperResolutionModule, generator_state_dict, lowpass_to_dict
+from audio_superres.module import lowpass_to_dict, module_from_checkpoint
 from audio_superres.tasks.evaluate import settle_from_checkpoint
 from audio_superres.tasks.train import inference_settings
 from audio_superres.utils import atomic_path
@@ -162,10 +162,7 @@ class Upsampler:
             raise ConfigError(
                 f"{ckpt_path}: sample_rate {sample_rate} is not a multiple of {ratio}"
             )
-        module = SuperResolutionModule(
-            model=hp["model"], ratio=ratio, sample_rate=sample_rate, lowpass=hp["lowpass"]
-        )
-        module.model.load_state_dict(generator_state_dict(ckpt["state_dict"]))
+        module = module_from_checkpoint(ckpt, ratio=ratio, sample_rate=sample_rate)
         settings = inference_settings(cfg)
         spec, source = degrade_filter(hp["lowpass"], _plain(cfg.get("lowpass")), str(ckpt_path))
         return cls(
