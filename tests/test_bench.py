@@ -69,6 +69,25 @@ def test_peak_model_loader_figures(tmp_path: Path, tiny_corpus: Path, capsys) ->
     _finite_positive(ratio, "ratio")
 
 
+def test_model_section_counts_a_model_whose_ops_lack_meta_kernels(capsys) -> None:
+    """AP-BWE's iSTFT has no meta kernel: its FLOPs are counted on the CPU instead, and equal
+    what `python -m audio_superres.models.summary` prints for it."""
+    from audio_superres.bench.core import build_model
+    from audio_superres.models.summary import counted_summary, model_summary
+
+    gflop = bench.forward_gflop_per_audio_second("apbwe_small")
+    direct = model_summary(build_model("apbwe_small", 4, "cpu"), 4, 16000)
+    assert gflop == pytest.approx(direct["gflop_per_second"], rel=1e-6) and gflop > 0
+    assert counted_summary(lambda d: build_model("apbwe_small", 4, d), 4, 16000) == direct
+    assert bench.main(["model", "--quick", "--models", "apbwe_small", "--batch-size", "1",
+                       "--patch-len", "1024"]) == 0
+    rec = _records(capsys)
+    for figure in ("train_throughput", "infer_throughput"):
+        (r,) = rec[figure]
+        assert r["model"] == "apbwe_small"
+        _finite_positive(r, "audio_s_per_s", "achieved_gflops", "forward_gflop_per_audio_s")
+
+
 def test_inference_and_prepare_figures(tmp_path: Path, capsys) -> None:
     args = ["infer", "prepare", "--quick", "--infer-seconds", "0.5", "2",
             "--prepare-hours", "0.0005", "--prepare-workers", "1"]

@@ -180,11 +180,12 @@ def build_model(name: str, ratio: int = RATIO, device: str | torch.device = "cpu
 
 
 def forward_gflop_per_audio_second(name: str, ratio: int = RATIO) -> float:
-    """Forward GFLOP per second of audio, counted from the layers on the meta device."""
-    from audio_superres.models.summary import model_summary
+    """Forward GFLOP per second of audio, counted from the layers (on the meta device where
+    every op has a meta kernel)."""
+    from audio_superres.models.summary import counted_summary
 
-    return float(model_summary(build_model(name, ratio, "meta"), ratio, SAMPLE_RATE)
-                 ["gflop_per_second"])
+    summary = counted_summary(lambda device: build_model(name, ratio, device), ratio, SAMPLE_RATE)
+    return float(summary["gflop_per_second"])
 
 
 def default_batch(name: str, device: torch.device, quick: bool) -> int:

@@ -182,6 +182,18 @@ def _build(model_cfg: dict[str, Any], device: str) -> nn.Module:
         return instantiate_trusted(model_cfg, "model")
 
 
+def counted_summary(
+    build: Callable[[str], nn.Module], ratio: int, sample_rate: int
+) -> dict[str, Any]:
+    """`model_summary` of `build(device)` on the meta device (shapes only: instant and
+    memory-free, the same counts), or for real on the CPU when an op has no meta kernel
+    (AP-BWE's iSTFT)."""
+    try:
+        return model_summary(build("meta"), ratio, sample_rate)
+    except (NotImplementedError, RuntimeError):
+        return model_summary(build("cpu"), ratio, sample_rate)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -216,10 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = cfg.hydra.runtime.choices.get("model", "?")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     ratio, sample_rate = int(cfg.ratio), int(cfg.sample_rate)
-    try:  # shapes only: instant and memory-free, same counts
-        summary = model_summary(_build(model_cfg, "meta"), ratio, sample_rate)
-    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: do it for real
-        summary = model_summary(_build(model_cfg, "cpu"), ratio, sample_rate)
+    summary = counted_summary(lambda device: _build(model_cfg, device), ratio, sample_rate)
 
     print(f"model: {name} ({model_cfg['_target_']})")
     print(f"ratio: {ratio}")
