@@ -115,7 +115,9 @@ def test_training_peak_times_forward_and_both_backward_passes() -> None:
     """The training peak's step computes the gradients of the input and of the weights."""
     conv = torch.nn.Conv1d(4, 6, 5, padding=2)
     x = torch.randn(1, 4, 64)
-    seconds = bench.core.conv1d_seconds(conv, x, torch.device("cpu"), repeats=1, train=True)
+    from audio_superres.bench import core  # a submodule: imported here, not by an earlier test
+
+    seconds = core.conv1d_seconds(conv, x, torch.device("cpu"), repeats=1, train=True)
     assert seconds > 0
     assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
     assert not x.requires_grad  # the caller's tensor is left alone
