@@ -279,3 +279,22 @@ def test_truncated_cache_is_reported(folder_corpus: Path, tmp_path: Path) -> Non
         f.truncate(100)
     with pytest.raises(ValueError, match="audio.f32: holds 100 bytes"):
         CachedCorpus.load(cached.path, folder_corpus)
+
+
+def test_pool_workers_die_on_sigterm_when_the_parent_ignores_it() -> None:
+    """submitit's jobs catch SIGTERM (and log it) and forked pool workers inherit that handler:
+    the pool's exit terminates its workers with SIGTERM, and a worker that caught it instead
+    hung a `hydra/launcher=local` evaluation. Workers must have the default action."""
+    script = (
+        "import signal\n"
+        "from audio_superres.data.cache import ordered_map\n"
+        "def default_sigterm(_):\n"
+        "    return signal.getsignal(signal.SIGTERM) is signal.SIG_DFL\n"
+        "signal.signal(signal.SIGTERM, lambda *_: None)\n"
+        "print(all(ordered_map(default_sigterm, list(range(8)), 2, chunksize=1)))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == "True", proc.stdout

@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -217,6 +218,13 @@ def _map_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
     return [fn(job) for job in chunk]
 
 
+def _default_sigterm() -> None:
+    """Pool workers die on SIGTERM, as `Pool.terminate` expects. A forked worker inherits its
+    parent's handler: under submitit (SLURM, `hydra/launcher=local`) that handler ignores
+    SIGTERM, and the pool's exit then waited forever for workers that would not stop."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def resolve_workers(num_workers: int) -> int:
     """`num_workers` < 0 means every core this process may use; 0 and 1 mean no pool."""
     num_workers = int(num_workers)
@@ -246,7 +254,7 @@ def ordered_map(
         return
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     chunks = (jobs[i : i + chunksize] for i in range(0, len(jobs), max(1, chunksize)))
-    with multiprocessing.get_context(method).Pool(workers) as pool:
+    with multiprocessing.get_context(method).Pool(workers, initializer=_default_sigterm) as pool:
         pending: deque[Any] = deque()
         for chunk in chunks:
             pending.append(pool.apply_async(_map_chunk, (fn, chunk)))
