@@ -11,6 +11,8 @@ import soundfile as sf
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+SHARED = Path(os.environ.get("AUDIO_SUPERRES_SHARED", REPO.parent / "shared"))
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one worker per core: one torch thread each (and in the scripts the tests
@@ -18,8 +20,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-CONF_DIR = REPO / "conf"
-SHARED = Path(os.environ.get("AUDIO_SUPERRES_SHARED", REPO.parent / "shared"))
 
 
 def voiced_signal(rng: np.random.Generator, seconds: float, sr: int) -> np.ndarray:

@@ -129,17 +129,12 @@ def build_for_evaluation(
         )
 
     lowpass = _plain(cfg.get("lowpass")) or hp.get("lowpass") or "chebyshev"
-    n_examples = cfg.get("n_examples", 3)
+    settings = {"ratio": ratio, "sample_rate": sample_rate, "lowpass": lowpass,
+                "n_log_examples": cfg.get("n_examples", 3)}
     if ckpt is not None:  # the generator only: discriminators and optimisers are training state
-        module = module_from_checkpoint(
-            ckpt, ratio=ratio, sample_rate=sample_rate, lowpass=lowpass,
-            n_log_examples=n_examples,
-        )
+        module = module_from_checkpoint(ckpt, **settings)
     else:
-        module = SuperResolutionModule(
-            model=model_cfg, ratio=ratio, sample_rate=sample_rate, lowpass=lowpass,
-            n_log_examples=n_examples,
-        )
+        module = SuperResolutionModule(model=model_cfg, **settings)
 
     data_cfg = _plain(cfg.get("data"))
     from_checkpoint = data_cfg is None and hp.get("data_config") is not None
