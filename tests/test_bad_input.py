@@ -289,6 +289,8 @@ def test_unknown_config_choice_lists_the_valid_ones(tmp_path: Path) -> None:
         ("model.ratio=2", "invalid config (model): model ratio 2 differs from the task ratio 4"),
         ("data.patch_len=3", "patch_len=3 is shorter than one low-res sample"),
         ("ratio=0", "ratio must be a positive integer, got 0"),
+        # a config error raised inside a config built inside a config (objective in module)
+        ("objective.generator_spectrum=true", "needs a loss that takes the generator's spectrum"),
     ],
 )
 def test_a_ratio_that_does_not_fit_stops_before_any_work(tmp_path, tiny_corpus, override, problem):

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audio_superres.checkpoint import instantiate_trusted
 from audio_superres.dsp.lowpass import as_lowpass_spec
+from audio_superres.losses import APBWELoss
 from audio_superres.tasks.train import build_module, instantiate_group, train
 
 from .conftest import CONF_DIR
@@ -112,6 +113,23 @@ def test_experiment_demo_composes(tmp_path):
     assert cfg.lowpass.kind == "chebyshev" and cfg.trainer.accelerator == "cpu"
     module = build_module(cfg)
     assert module.hparams["data_config"]["test_speakers"] == ["de", "en", "en_GB", "it", "ru"]
+
+
+def test_experiment_demo_apbwe_composes_and_builds(tmp_path):
+    """make demo-apbwe's recipe: AP-BWE at CPU size on the U-Net demo's task and budget, AP-BWE's
+    losses with the waveform-tracking terms raised."""
+    cfg = compose_train(["experiment=demo_apbwe"], tmp_path)
+    assert cfg.model._target_.endswith("APBWE") and cfg.model.channels == 128
+    assert cfg.ratio == 4 and cfg.lowpass.kind == "chebyshev"
+    assert cfg.trainer.max_time == "00:00:15:00"  # the U-Net demo's budget
+    module = build_module(cfg)
+    loss = module.objective.loss
+    assert isinstance(loss, APBWELoss) and loss.waveform == "rmse"
+    assert loss.weights["waveform"] > loss.weights["amplitude"]
+    x = torch.randn(2, 4096)
+    floor = loss.weights["waveform"] * 1e-3  # RMSE's sqrt(1e-6) floor, the only non-zero part
+    assert loss(x, x) == pytest.approx(floor, rel=1e-3)
+    assert loss(x, x.roll(7, dims=1)) > 10 * floor
 
 
 def test_one_override_changes_the_whole_task(tmp_path):

@@ -1,4 +1,4 @@
-"""Losses: the waveform ones and the multi-resolution STFT loss added to them."""
+"""Losses: the waveform ones, the multi-resolution STFT loss added to them, and weighted sums."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
-from audio_superres.losses import L1Loss, MRSTFTLoss, MSELoss, RMSELoss
+from audio_superres.checkpoint import instantiate_trusted
+from audio_superres.losses import APBWELoss, L1Loss, MRSTFTLoss, MSELoss, RMSELoss, WeightedSum
 
 from .conftest import CONF_DIR
 
@@ -101,3 +102,66 @@ def test_mrstft_config_instantiates_with_overrides(signals):
     assert loss_fn.waveform == "l1" and loss_fn.stft_weight == 0.25
     pred, target = signals
     assert loss_fn(target, target) == 0 and loss_fn(pred, target) > 0
+
+
+class _Refuses(torch.nn.Module):
+    """A loss that must not be computed."""
+
+    def forward(self, pred, target):
+        raise AssertionError("a term of weight 0 was computed")
+
+
+def test_weighted_sum_is_the_weighted_sum_of_its_terms(signals):
+    pred, target = signals
+    mr, l1 = MRSTFTLoss(waveform_weight=0.0), L1Loss()
+    loss = WeightedSum({"mrstft": {"weight": 3.0, "loss": mr}, "l1": {"loss": l1}})
+    expected = 3.0 * mr(pred, target) + l1(pred, target)
+    assert torch.allclose(loss(pred, target), expected)
+    assert loss(target, target) == 0
+    # a term of weight 0 is neither computed nor reported
+    off = WeightedSum({"l1": {"weight": 2.0, "loss": l1}, "off": {"weight": 0, "loss": _Refuses()}})
+    assert torch.allclose(off(pred, target), 2 * l1(pred, target))
+    assert set(off.terms(pred, target)) == {"l1"}
+
+
+def test_weighted_sum_reports_each_term_and_its_components(signals):
+    pred, target = signals
+    apbwe = APBWELoss()
+    loss = WeightedSum(
+        {"apbwe": {"weight": 1.0, "loss": apbwe}, "mrstft": {"weight": 0.5, "loss": MRSTFTLoss()}}
+    )
+    terms = loss.terms(pred, target)
+    assert torch.allclose(terms["apbwe"], apbwe(pred, target))
+    for name, value in apbwe.terms(pred, target).items():
+        assert torch.allclose(terms[f"apbwe/{name}"], value)
+    assert "mrstft" in terms and not any(k.startswith("mrstft/") for k in terms)
+    pred = pred.clone().requires_grad_(True)
+    loss(pred, target).backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "terms",
+    [{}, {"a": L1Loss()}, {"a": {"weight": 1.0}}, {"a": {"loss": L1Loss(), "wieght": 2.0}}],
+)
+def test_weighted_sum_rejects_malformed_terms(terms):
+    with pytest.raises(ValueError):
+        WeightedSum(terms)
+
+
+def test_apbwe_mrstft_config_adds_a_term_to_the_apbwe_loss(signals):
+    """loss=apbwe_mrstft builds (through the checkpoint allow-list too) and its mrstft weight is
+    one override: at 0 it is loss=apbwe."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        both = compose("train", overrides=["loss=apbwe_mrstft"])
+        off = compose("train", overrides=["loss=apbwe_mrstft", "loss.terms.mrstft.weight=0"])
+        apbwe = compose("train", overrides=["loss=apbwe"])
+    GlobalHydra.instance().clear()
+    pred, target = signals
+    both_fn = instantiate_trusted(both.loss, "loss")
+    assert isinstance(both_fn.losses["apbwe"], APBWELoss)
+    assert both_fn.weights == {"apbwe": 1.0, "mrstft": both.loss.terms.mrstft.weight}
+    reference = instantiate(apbwe.loss)(pred, target)
+    assert torch.allclose(instantiate(off.loss)(pred, target), reference)
+    assert both_fn(pred, target) > reference

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from hydra.errors import InstantiationException
 
 from audio_superres.checkpoint import load_checkpoint
-from audio_superres.losses import MelLoss
+from audio_superres.errors import ConfigError
+from audio_superres.losses import APBWELoss, MelLoss
 from audio_superres.models.discriminators import (
     MultiPeriodDiscriminator,
     MultiResolutionSpectrogramDiscriminator,
@@ -183,6 +185,25 @@ def test_adversarial_objective_rejects_unknown_gan_loss(tmp_path):
         build_module(cfg)
 
 
+def assert_two_steps_train(module) -> None:
+    """Two optimiser steps on random patches (no validation): the generator's weights move."""
+    before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    data = torch.utils.data.DataLoader(0.1 * torch.randn(4, 2048), batch_size=2)
+    trainer = L.Trainer(
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        limit_val_batches=0,
+    )
+    trainer.fit(module, train_dataloaders=data)
+    assert trainer.global_step == 2  # generator steps, whatever the objective
+    after = module.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
 @pytest.mark.parametrize("model", ["dnn", "tfilm_small", "audiounet_small"])
 @pytest.mark.parametrize("objective", ["regression", "adversarial"])
 def test_every_model_trains_with_either_objective(model, objective, tmp_path):
@@ -203,21 +224,73 @@ def test_every_model_trains_with_either_objective(model, objective, tmp_path):
         module.objective,
         AdversarialObjective if objective == "adversarial" else RegressionObjective,
     )
-    before = {k: v.clone() for k, v in module.model.state_dict().items()}
-    data = torch.utils.data.DataLoader(0.1 * torch.randn(4, 2048), batch_size=2)
-    trainer = L.Trainer(
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        limit_val_batches=0,
+    assert_two_steps_train(module)
+
+
+# ---- AP-BWE's arrangement: losses on the generator's own spectrum -------------------------
+TINY_APBWE_MODEL = [
+    "model=apbwe_small",
+    "model.channels=8",
+    "model.layers=1",
+    "model.n_fft=128",
+    "model.hop_length=16",
+    "model.win_length=64",
+]
+TINY_APBWE = [
+    *TINY_APBWE_MODEL,
+    "loss=apbwe",
+    "loss.n_fft=128",
+    "loss.hop_length=16",
+    "loss.win_length=64",
+]
+
+
+@pytest.mark.parametrize("objective", ["regression", "adversarial"])
+def test_generator_spectrum_reaches_the_loss_and_trains(objective, tmp_path):
+    """objective.generator_spectrum=true: the APBWE loss scores the generator's own spectrum
+    (the consistency term is then live), under either objective, and two steps train."""
+    extra = TINY_ADVERSARIAL if objective == "adversarial" else []
+    if objective == "adversarial":  # the loss group's APBWE loss as its only reconstruction
+        extra = [*extra, "objective.reconstruction.mel.weight=0"]
+    cfg = compose_train(
+        [*TINY_APBWE, *extra, "objective.generator_spectrum=true", "logger=none"], tmp_path
     )
-    trainer.fit(module, train_dataloaders=data)
-    assert trainer.global_step == 2  # generator steps, whatever the objective
-    after = module.model.state_dict()
-    assert any(not torch.equal(before[k], after[k]) for k in before)
+    module = build_module(cfg)
+    assert module.objective.generator_spectrum
+    torch.manual_seed(0)
+    with torch.no_grad():  # an inconsistent spectrum: random output layers, not the residual start
+        for layer in (module.model.phase_out_real, module.model.phase_out_imag):
+            layer.weight.normal_(0, 0.5)
+    lr, hr = 0.1 * torch.randn(2, 512), 0.1 * torch.randn(2, 2048)
+    pred, spectrum = module.generate(lr)
+    assert spectrum is not None and torch.equal(pred, module.model(lr))
+    loss_fn = APBWELoss(128, 16, 64, waveform_weight=cfg.loss.waveform_weight)
+    on_spectrum = loss_fn(pred, hr, pred_spectrum=spectrum)
+    total, _ = module.objective.reconstruction(pred, hr, spectrum)
+    assert torch.allclose(total, on_spectrum, rtol=1e-5)
+    assert not torch.allclose(total, loss_fn(pred, hr), rtol=1e-3)
+    parts = module._component_terms(pred, hr, spectrum)
+    consistency = next(v for k, v in parts.items() if k.endswith("consistency"))
+    assert consistency > 0
+    assert_two_steps_train(module)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        (["model=audiounet_small", *TINY_MODEL, "loss=apbwe"], "forward_with_spectrum"),
+        ([*TINY_APBWE_MODEL, "loss=rmse"], "needs a loss that takes the generator"),
+    ],
+)
+def test_generator_spectrum_needs_a_spectral_model_and_loss(overrides, names, tmp_path):
+    cfg = compose_train([*overrides, "objective.generator_spectrum=true"], tmp_path)
+    with pytest.raises(InstantiationException, match=names) as caught:  # as Hydra raises it
+        build_module(cfg)
+    causes, exc = [], caught.value
+    while exc is not None:
+        causes.append(exc)
+        exc = exc.__cause__
+    assert any(isinstance(c, ConfigError) for c in causes)
 
 
 # ---- the adversarial objective end to end (train.py, evaluate.py as subprocesses) ----------

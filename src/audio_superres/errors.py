@@ -104,6 +104,8 @@ def config_errors(what: str) -> Iterator[None]:
             found = re.search(r"^full_key: (\S+)", str(exc), re.M)
             key = found.group(1) if found else what
             cause = exc.__cause__ or exc
+            while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+                cause = cause.__cause__  # a config built inside a config: the innermost error
             if isinstance(cause, UserFacingError):
                 raise cause from exc
         if not isinstance(cause, (InstantiationException, ValueError, TypeError)):

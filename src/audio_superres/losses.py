@@ -1,9 +1,12 @@
-"""Training losses. `RMSELoss` is the 2017 code's loss; `MRSTFTLoss` adds a spectral term."""
+"""Training losses. `RMSELoss` is the 2017 code's loss; `MRSTFTLoss` adds a spectral term;
+`APBWELoss` is AP-BWE's; `WeightedSum` combines any of them from configs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +115,40 @@ class MelLoss(nn.Module):
 
 
 WAVEFORM_LOSSES: dict[str, type[nn.Module]] = {"rmse": RMSELoss, "l1": L1Loss, "mse": MSELoss}
+
+
+def takes_spectrum(loss: nn.Module) -> bool:
+    """Whether `loss(pred, target, pred_spectrum=...)` uses a generator's own spectrum
+    (`APBWELoss`, and a `WeightedSum` holding one)."""
+    if isinstance(loss, WeightedSum):
+        return any(takes_spectrum(term) for _, _, term in loss.active())
+    return "pred_spectrum" in inspect.signature(loss.forward).parameters
+
+
+def call_loss(
+    loss: nn.Module, pred: Tensor, target: Tensor, spectrum: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
+    """`loss(pred, target)`, with the generator's `(log_amplitude, phase)` for a loss that
+    takes it (`takes_spectrum`); other losses see the waveform only."""
+    if spectrum is not None and takes_spectrum(loss):
+        return loss(pred, target, pred_spectrum=spectrum)
+    return loss(pred, target)
+
+
+def loss_components(
+    loss: nn.Module, pred: Tensor, target: Tensor, spectrum: tuple[Tensor, Tensor] | None = None
+) -> dict[str, Tensor]:
+    """The components a loss reports through `terms(...)` (spectrum passed as by `call_loss`),
+    detached; `{}` for a loss without components."""
+    terms = getattr(loss, "terms", None)
+    if terms is None:
+        return {}
+    with torch.no_grad():
+        if spectrum is not None and takes_spectrum(loss):
+            values = terms(pred, target, pred_spectrum=spectrum)
+        else:
+            values = terms(pred, target)
+    return {k: v.detach() for k, v in values.items()}
 
 
 class MRSTFTLoss(nn.Module):
@@ -295,3 +332,56 @@ class APBWELoss(nn.Module):
     def extra_repr(self) -> str:
         weights = ", ".join(f"{k}={v:g}" for k, v in self.weights.items())
         return f"{self.stft.extra_repr()}, waveform={self.waveform!r}, {weights}"
+
+
+class WeightedSum(nn.Module):
+    """`sum_i weight_i * loss_i(pred, target)`: reconstruction losses combined in a config.
+
+    `terms`: name -> `{weight, loss}`, `loss` any loss config (built before it gets here), e.g.
+    AP-BWE's terms plus a multi-resolution STFT term (`conf/loss/apbwe_mrstft.yaml`). A weight of
+    0 switches a term off (it is then not computed). `terms()` reports each weighted term's
+    unweighted value by name, and the components of losses that report their own as
+    `<name>/<component>`, so W&B logs every term. A generator's own spectrum (`pred_spectrum`)
+    reaches the terms that take it.
+    """
+
+    def __init__(self, terms: Mapping[str, Mapping[str, Any]]) -> None:
+        super().__init__()
+        if not terms:
+            raise ValueError("WeightedSum needs at least one term: {name: {weight, loss}}")
+        self.weights: dict[str, float] = {}
+        losses = {}
+        for name, term in terms.items():
+            if not isinstance(term, Mapping) or not isinstance(term.get("loss"), nn.Module):
+                raise ValueError(f"loss term {name!r} must be {{weight: ..., loss: <loss config>}}")
+            unknown = set(term) - {"weight", "loss"}
+            if unknown:
+                raise ValueError(f"loss term {name!r} has unknown keys {sorted(unknown)}")
+            self.weights[name] = float(term.get("weight", 1.0))
+            losses[name] = term["loss"]
+        self.losses = nn.ModuleDict(losses)
+
+    def active(self) -> list[tuple[str, float, nn.Module]]:
+        """The terms with a non-zero weight: `(name, weight, loss)`."""
+        return [(n, self.weights[n], loss) for n, loss in self.losses.items() if self.weights[n]]
+
+    def forward(
+        self, pred: Tensor, target: Tensor, pred_spectrum: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        """The weighted sum; `pred_spectrum` reaches the terms that take it (`call_loss`)."""
+        values = (w * call_loss(loss, pred, target, pred_spectrum) for _, w, loss in self.active())
+        return sum(values, start=pred.new_zeros((), dtype=torch.float32))
+
+    def terms(
+        self, pred: Tensor, target: Tensor, pred_spectrum: tuple[Tensor, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """Each active term's unweighted value, and its own components as `<name>/<component>`."""
+        out = {}
+        for name, _, loss in self.active():
+            out[name] = call_loss(loss, pred, target, pred_spectrum)
+            parts = loss_components(loss, pred, target, pred_spectrum)
+            out.update({f"{name}/{k}": v for k, v in parts.items()})
+        return out
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v:g}" for k, v in self.weights.items())

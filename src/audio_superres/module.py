@@ -16,9 +16,10 @@ from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec, crop_to_multiple, make_lowres
 from audio_superres.errors import ConfigError
 from audio_superres.inference import InferenceSettings, super_resolve
+from audio_superres.losses import loss_components
 from audio_superres.metrics import METRIC_KEYS, SuperResMetrics, compute_metrics_many
 from audio_superres.models.base import SuperResModel
-from audio_superres.objectives import AdversarialObjective, TrainingObjective, loss_terms
+from audio_superres.objectives import AdversarialObjective, Spectrum, TrainingObjective
 
 DEFAULT_OBJECTIVE = {
     "_target_": "audio_superres.objectives.RegressionObjective",
@@ -183,6 +184,11 @@ class SuperResolutionModule(L.LightningModule):
             raise ValueError(f"model ratio {built.ratio} differs from the task ratio {self.ratio}")
         self.model: SuperResModel = built
         self.objective: TrainingObjective = build_objective(objective)
+        if self.objective.generator_spectrum and not hasattr(built, "forward_with_spectrum"):
+            raise ConfigError(
+                f"objective.generator_spectrum=true: model {type(built).__qualname__} has no "
+                "forward_with_spectrum (a spectral generator such as model=apbwe has)"
+            )
         self.automatic_optimization = not self.objective.manual_optimization
         # Lightning clips only under automatic optimisation; train.py moves the trainer's
         # gradient_clip_val here for the manual (adversarial) loop
@@ -288,31 +294,35 @@ class SuperResolutionModule(L.LightningModule):
             logs = {f"{prefix}{k}": v for k, v in terms.items()}
             self.log_dict(logs, on_step=True, on_epoch=False)
 
-    def _component_terms(self, pred: Tensor, hr: Tensor) -> dict[str, Tensor]:
+    def _component_terms(
+        self, pred: Tensor, hr: Tensor, spectrum: Spectrum | None = None
+    ) -> dict[str, Tensor]:
         """`terms()` of the reconstruction losses that report components, at logging steps."""
         every = getattr(self._trainer, "log_every_n_steps", 1) if self._trainer else 1
         if self.global_step % max(1, every):
             return {}
-        objective = self.objective
-        if isinstance(objective, AdversarialObjective):
-            weights = objective.weights
-            named = [(f"{n}/", loss) for n, loss in objective.losses.items() if weights[n]]
-        else:
-            named = [("", getattr(objective, "loss", None))]
         out = {}
-        for prefix, loss in named:
-            if loss is not None:
-                out.update({f"{prefix}{k}": v for k, v in loss_terms(loss, pred, hr).items()})
+        for name, loss in self.objective.reconstruction_losses().items():
+            prefix = f"{name}/" if name else ""
+            parts = loss_components(loss, pred, hr, spectrum)
+            out.update({f"{prefix}{k}": v for k, v in parts.items()})
         return out
+
+    def generate(self, lr: Tensor) -> tuple[Tensor, Spectrum | None]:
+        """The training forward pass: the HR prediction, and the generator's own spectrum when
+        the objective trains on it (`objective.generator_spectrum`)."""
+        if self.objective.generator_spectrum:
+            return self.train_model.forward_with_spectrum(lr)
+        return self.train_model(lr), None
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor | None:
         hr, lr = self.make_inputs(batch, self._rng("train"))
         if not self.automatic_optimization:
             return self._adversarial_step(hr, lr)
-        pred = self.train_model(lr)
-        loss, terms = self.objective.reconstruction(pred, hr)
+        pred, spectrum = self.generate(lr)
+        loss, terms = self.objective.reconstruction(pred, hr, spectrum)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
-        self._log_terms("train/recon/", {**terms, **self._component_terms(pred, hr)})
+        self._log_terms("train/recon/", {**terms, **self._component_terms(pred, hr, spectrum)})
         self._log_lr()
         return loss
 
@@ -332,7 +342,7 @@ class SuperResolutionModule(L.LightningModule):
         objective = self.objective
         assert isinstance(objective, AdversarialObjective)
         opt_g, opt_d = self.optimizers()
-        pred = self.train_model(lr)
+        pred, spectrum = self.generate(lr)
         adversarial = self.global_step >= objective.warmup_steps
         if adversarial:
             disc_loss = objective.discriminator_loss(hr, pred.detach())
@@ -346,7 +356,7 @@ class SuperResolutionModule(L.LightningModule):
             self.log("train/gan/disc", disc_loss.detach(), on_step=True, on_epoch=False)
 
         with self.toggled_optimizer(opt_g):  # no gradients into the discriminators
-            recon, terms = objective.reconstruction(pred, hr)
+            recon, terms = objective.reconstruction(pred, hr, spectrum)
             loss = recon
             if adversarial:
                 gan, fm = objective.adversarial(hr, pred)
@@ -362,7 +372,11 @@ class SuperResolutionModule(L.LightningModule):
             opt_g.step()
         self._step_schedulers("step", disc=False)
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
-        self._log_terms("train/recon/", {**terms, **self._component_terms(pred.detach(), hr)})
+        if spectrum is not None:
+            spectrum = (spectrum[0].detach(), spectrum[1].detach())
+        self._log_terms(
+            "train/recon/", {**terms, **self._component_terms(pred.detach(), hr, spectrum)}
+        )
         self._log_lr()
 
     def _clip(self, optimizer: Any) -> None:

@@ -17,39 +17,67 @@ import torch
 from torch import Tensor, nn
 
 from audio_superres.checkpoint import instantiate_trusted
+from audio_superres.errors import ConfigError
+from audio_superres.losses import call_loss, takes_spectrum
 from audio_superres.models.discriminators import DiscriminatorOutput
 
 GAN_LOSSES = ("lsgan", "hinge")
 
 
-def loss_terms(loss: nn.Module, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
-    """The components a loss reports through `terms(pred, target)`, detached; else none."""
-    terms = getattr(loss, "terms", None)
-    if terms is None:
-        return {}
-    with torch.no_grad():
-        return {k: v.detach() for k, v in terms(pred, target).items()}
+Spectrum = tuple[Tensor, Tensor]
 
 
 class TrainingObjective(nn.Module, ABC):
-    """Base: `manual_optimization` tells the module which loop to run."""
+    """Base: `manual_optimization` tells the module which loop to run.
+
+    `generator_spectrum`: the module trains the generator through `forward_with_spectrum` and
+    hands its own `(log_amplitude, phase)` to the losses that take it (AP-BWE's arrangement:
+    amplitude, phase and complex terms on the generator's spectrum, the consistency term tying
+    it to the STFT of its waveform); other losses see the waveform.
+    """
 
     manual_optimization = False
 
+    def __init__(self, generator_spectrum: bool = False) -> None:
+        super().__init__()
+        self.generator_spectrum = bool(generator_spectrum)
+
     @abstractmethod
-    def reconstruction(self, pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def reconstruction_losses(self) -> dict[str, nn.Module]:
+        """The reconstruction losses by name (`""` for the one loss of regression)."""
+
+    @abstractmethod
+    def reconstruction(
+        self, pred: Tensor, target: Tensor, spectrum: Spectrum | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """The weighted reconstruction loss and its unweighted terms (for logging)."""
+
+    def check_generator_spectrum(self) -> None:
+        """With `generator_spectrum`, some loss must take the spectrum, or it would go unused."""
+        losses = self.reconstruction_losses().values()
+        if self.generator_spectrum and not any(takes_spectrum(loss) for loss in losses):
+            raise ConfigError(
+                "objective.generator_spectrum=true needs a loss that takes the generator's "
+                "spectrum (loss=apbwe or loss=apbwe_mrstft); none of "
+                f"{sorted(type(loss).__name__ for loss in losses)} does"
+            )
 
 
 class RegressionObjective(TrainingObjective):
     """One reconstruction loss (any `conf/loss/` config): today's and the 2017 training."""
 
-    def __init__(self, loss: Mapping[str, Any]) -> None:
-        super().__init__()
+    def __init__(self, loss: Mapping[str, Any], generator_spectrum: bool = False) -> None:
+        super().__init__(generator_spectrum)
         self.loss: nn.Module = instantiate_trusted(dict(loss), "objective.loss")
+        self.check_generator_spectrum()
 
-    def reconstruction(self, pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.loss(pred, target), {}
+    def reconstruction_losses(self) -> dict[str, nn.Module]:
+        return {"": self.loss}
+
+    def reconstruction(
+        self, pred: Tensor, target: Tensor, spectrum: Spectrum | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        return call_loss(self.loss, pred, target, spectrum), {}
 
 
 def gan_discriminator_loss(kind: str, real: Tensor, fake: Tensor) -> Tensor:
@@ -96,8 +124,9 @@ class AdversarialObjective(TrainingObjective):
         gan_weight: float = 1.0,
         feature_matching_weight: float = 2.0,
         warmup_steps: int = 0,
+        generator_spectrum: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(generator_spectrum)
         if gan_loss not in GAN_LOSSES:
             raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {gan_loss!r}")
         if not discriminators:
@@ -120,6 +149,7 @@ class AdversarialObjective(TrainingObjective):
                 dict(term["loss"]), f"objective.reconstruction.{name}"
             )
         self.losses = nn.ModuleDict(losses)
+        self.check_generator_spectrum()
         self.discriminators = nn.ModuleDict(
             {
                 name: instantiate_trusted(dict(cfg), f"objective.discriminators.{name}")
@@ -129,13 +159,16 @@ class AdversarialObjective(TrainingObjective):
         self.disc_optimizer = dict(disc_optimizer)
         self.disc_scheduler = dict(disc_scheduler or {})
 
-    def reconstruction(self, pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def reconstruction_losses(self) -> dict[str, nn.Module]:
+        return {name: loss for name, loss in self.losses.items() if self.weights[name]}
+
+    def reconstruction(
+        self, pred: Tensor, target: Tensor, spectrum: Spectrum | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         total = pred.new_zeros((), dtype=torch.float32)
         terms = {}
-        for name, loss in self.losses.items():
-            if not self.weights[name]:
-                continue
-            value = loss(pred, target)
+        for name, loss in self.reconstruction_losses().items():
+            value = call_loss(loss, pred, target, spectrum)
             total = total + self.weights[name] * value
             terms[name] = value.detach()
         return total, terms

@@ -102,6 +102,18 @@ def test_gradients_reach_every_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+def test_forward_with_spectrum_gives_the_waveform_and_the_spectrum_it_came_from():
+    torch.manual_seed(0)
+    model = APBWE(4, residual=False, **TINY).eval()
+    lr = torch.randn(2, 300)
+    wave, (log_amp, phase) = model.forward_with_spectrum(lr)
+    assert torch.equal(wave, model(lr))
+    expected = model.predict_spectrum(lr)
+    assert torch.equal(log_amp, expected[0]) and torch.equal(phase, expected[1])
+    resynthesised = InverseAmplitudePhaseSTFT(128, 16, 64)(log_amp, phase, 1200)
+    assert torch.allclose(wave, resynthesised)
+
+
 def test_residual_model_trains_from_its_zero_output_layers():
     torch.manual_seed(0)
     model = APBWE(4, residual=True, **TINY).train()

@@ -213,9 +213,15 @@ class APBWE(SuperResModel):
                 real, imag = real + torch.cos(phase), imag + torch.sin(phase)
             return out_log_amp, torch.atan2(imag, real)
 
-    def forward(self, lr: Tensor) -> Tensor:
+    def forward_with_spectrum(self, lr: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The HR waveform and the spectrum it was synthesised from (`predict_spectrum`): what
+        AP-BWE's losses are computed on (`objective.generator_spectrum`)."""
         log_amp, phase = self.predict_spectrum(lr)
-        return self.istft(log_amp, phase, lr.shape[-1] * self.ratio).to(lr.dtype)
+        wave = self.istft(log_amp, phase, lr.shape[-1] * self.ratio).to(lr.dtype)
+        return wave, (log_amp, phase)
+
+    def forward(self, lr: Tensor) -> Tensor:
+        return self.forward_with_spectrum(lr)[0]
 
     def extra_repr(self) -> str:
         return (
