@@ -62,7 +62,8 @@ def test_every_loss_config_instantiates(loss, tmp_path):
     cfg = compose_train([f"loss={loss}"], tmp_path)
     fn = instantiate(cfg.loss)
     x = torch.randn(2, 64)
-    assert fn(x, x) < 1e-2 and fn(x, x + 1) > 0.5
+    # identical signals: near 0 (an RMSE term keeps its sqrt(1e-6) floor, times its weight)
+    assert fn(x, x + 1) > 0.5 and fn(x, x) < 1e-2 * fn(x, x + 1)
 
 
 @pytest.mark.parametrize("objective", group_options("objective"))
@@ -130,6 +131,21 @@ def test_experiment_demo_apbwe_composes_and_builds(tmp_path):
     floor = loss.weights["waveform"] * 1e-3  # RMSE's sqrt(1e-6) floor, the only non-zero part
     assert loss(x, x) == pytest.approx(floor, rel=1e-3)
     assert loss(x, x.roll(7, dims=1)) > 10 * floor
+
+
+def test_experiment_demo_apbwe_mrstft_keeps_the_recipes_apbwe_balance(tmp_path):
+    """The tried recipe is the demo's plus one term: the APBWE term keeps loss/apbwe_waveform's
+    weights inside the sum, and the best checkpoint is chosen on validation LSD."""
+    cfg = compose_train(["experiment=demo_apbwe_mrstft"], tmp_path)
+    recipe = compose_train(["experiment=demo_apbwe"], tmp_path)
+    assert cfg.loss.terms.apbwe.loss == recipe.loss
+    assert cfg.loss.terms.mrstft.weight == 100
+    assert cfg.callbacks.best_checkpoint.monitor == "val/lsd"
+    assert OmegaConf.masked_copy(cfg, ["model", "data", "trainer", "optimizer"]) == (
+        OmegaConf.masked_copy(recipe, ["model", "data", "trainer", "optimizer"])
+    )
+    loss = build_module(cfg).objective.loss
+    assert loss.losses["apbwe"].weights["waveform"] == 1000
 
 
 def test_one_override_changes_the_whole_task(tmp_path):

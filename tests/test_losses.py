@@ -12,7 +12,16 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from audio_superres.checkpoint import instantiate_trusted
-from audio_superres.losses import APBWELoss, L1Loss, MRSTFTLoss, MSELoss, RMSELoss, WeightedSum
+from audio_superres.losses import (
+    APBWELoss,
+    L1Loss,
+    MRSTFTLoss,
+    MSELoss,
+    RMSELoss,
+    WeightedSum,
+    spectrum_stfts,
+    takes_spectrum,
+)
 
 from .conftest import CONF_DIR
 
@@ -145,6 +154,7 @@ def test_weighted_sum_reports_each_term_and_its_components(signals):
     [{}, {"a": L1Loss()}, {"a": {"weight": 1.0}}, {"a": {"loss": L1Loss(), "wieght": 2.0}}],
 )
 def test_weighted_sum_rejects_malformed_terms(terms):
+    """(and, below, one whose every weight is 0: nothing to train on)"""
     with pytest.raises(ValueError):
         WeightedSum(terms)
 
@@ -165,3 +175,32 @@ def test_apbwe_mrstft_config_adds_a_term_to_the_apbwe_loss(signals):
     reference = instantiate(apbwe.loss)(pred, target)
     assert torch.allclose(instantiate(off.loss)(pred, target), reference)
     assert both_fn(pred, target) > reference
+
+
+def test_weighted_sum_rejects_all_zero_weights():
+    with pytest.raises(ValueError, match="weight 0"):
+        WeightedSum({"a": {"weight": 0, "loss": L1Loss()}, "b": {"weight": 0.0, "loss": L1Loss()}})
+
+
+def test_weighted_sum_hands_the_generator_spectrum_to_the_terms_that_take_it():
+    """A generator's own spectrum reaches the APBWE term (its consistency term goes live) and
+    not the waveform-only term; `takes_spectrum` and `spectrum_stfts` see through the sum."""
+    from audio_superres.dsp.amplitude_phase import AmplitudePhaseSTFT
+
+    g = torch.Generator().manual_seed(1)
+    target, pred = torch.randn(2, 2048, generator=g), torch.randn(2, 2048, generator=g)
+    log_amp, phase = AmplitudePhaseSTFT(128, 16, 64)(pred)
+    spectrum = (log_amp + 0.3, phase + 0.5)  # not the STFT of pred: an inconsistent spectrum
+    apbwe, l1 = APBWELoss(128, 16, 64), L1Loss()
+    loss = WeightedSum({"apbwe": {"loss": apbwe}, "l1": {"weight": 2.0, "loss": l1}})
+    expected = apbwe(pred, target, pred_spectrum=spectrum) + 2.0 * l1(pred, target)
+    assert torch.allclose(loss(pred, target, pred_spectrum=spectrum), expected)
+    assert not torch.allclose(loss(pred, target), expected, rtol=1e-3)
+    terms = loss.terms(pred, target, pred_spectrum=spectrum)
+    assert terms["apbwe/consistency"] > 0
+    assert torch.allclose(terms["apbwe"], apbwe(pred, target, pred_spectrum=spectrum))
+    assert takes_spectrum(loss) and takes_spectrum(apbwe) and not takes_spectrum(l1)
+    waveform_only = WeightedSum({"apbwe": {"weight": 0, "loss": apbwe}, "l1": {"loss": l1}})
+    assert not takes_spectrum(waveform_only)
+    assert spectrum_stfts(loss, "loss") == {"loss/apbwe": apbwe.stft}
+    assert spectrum_stfts(waveform_only, "loss") == {}

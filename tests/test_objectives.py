@@ -280,6 +280,14 @@ def test_generator_spectrum_reaches_the_loss_and_trains(objective, tmp_path):
     [
         (["model=audiounet_small", *TINY_MODEL, "loss=apbwe"], "forward_with_spectrum"),
         ([*TINY_APBWE_MODEL, "loss=rmse"], "needs a loss that takes the generator"),
+        (
+            [*TINY_APBWE, "loss.win_length=128"],
+            r"analyses with n_fft/hop/window \(128, 16, 128\).*\(128, 16, 64\)",
+        ),
+        (
+            [*TINY_APBWE_MODEL, "loss=apbwe_mrstft", "loss.terms.apbwe.weight=0"],
+            "needs a loss that takes the generator",
+        ),
     ],
 )
 def test_generator_spectrum_needs_a_spectral_model_and_loss(overrides, names, tmp_path):
@@ -291,6 +299,29 @@ def test_generator_spectrum_needs_a_spectral_model_and_loss(overrides, names, tm
         causes.append(exc)
         exc = exc.__cause__
     assert any(isinstance(c, ConfigError) for c in causes)
+
+
+def test_generator_spectrum_is_compiled_with_compile_set(tmp_path):
+    """compile=eager + generator_spectrum: the spectrum forward runs compiled, same loss."""
+    cfg = compose_train([*TINY_APBWE, "objective.generator_spectrum=true"], tmp_path)
+    plain = build_module(cfg)
+    compiled = build_module(compose_train(
+        [*TINY_APBWE, "objective.generator_spectrum=true", "compile=eager"], tmp_path
+    ))  # fmt: skip
+    compiled.load_state_dict(plain.state_dict())
+    batch = 0.1 * torch.randn(2, 2048)
+    torch.manual_seed(0)
+    loss_plain = plain.training_step(batch, 0)
+    torch.manual_seed(0)
+    loss_compiled = compiled.training_step(batch, 0)
+    assert plain._compiled_spectrum is None and compiled._compiled_spectrum is not None
+    torch.testing.assert_close(loss_compiled, loss_plain)
+
+
+def test_adversarial_reconstruction_terms_reject_unknown_keys(tmp_path):
+    cfg = compose_train([*TINY_ADVERSARIAL, "+objective.reconstruction.mel.wieght=3"], tmp_path)
+    with pytest.raises(InstantiationException, match="unknown keys"):
+        build_module(cfg)
 
 
 # ---- the adversarial objective end to end (train.py, evaluate.py as subprocesses) ----------

@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 from audio_superres.dsp.amplitude_phase import AmplitudePhaseSTFT, anti_wrap, float32_region
 
+Spectrum = tuple[Tensor, Tensor]  # a spectral generator's (log_amplitude, phase)
+
 
 class RMSELoss(nn.Module):
     """`sqrt(mean((pred - y)^2) + eps)` per patch, averaged over the batch (the original's loss)."""
@@ -119,14 +121,28 @@ WAVEFORM_LOSSES: dict[str, type[nn.Module]] = {"rmse": RMSELoss, "l1": L1Loss, "
 
 def takes_spectrum(loss: nn.Module) -> bool:
     """Whether `loss(pred, target, pred_spectrum=...)` uses a generator's own spectrum
-    (`APBWELoss`, and a `WeightedSum` holding one)."""
+    (`APBWELoss`, and a `WeightedSum` holding one). Such a loss takes `pred_spectrum` in
+    `terms()` too, when it has one."""
     if isinstance(loss, WeightedSum):
         return any(takes_spectrum(term) for _, _, term in loss.active())
     return "pred_spectrum" in inspect.signature(loss.forward).parameters
 
 
+def spectrum_stfts(loss: nn.Module, name: str) -> dict[str, nn.Module]:
+    """The STFTs of the spectrum-taking losses in `loss` (its `stft`), by name (`name` for the
+    loss itself, `name/<term>` inside a `WeightedSum`)."""
+    if isinstance(loss, WeightedSum):
+        return {
+            found: stft
+            for term_name, _, term in loss.active()
+            for found, stft in spectrum_stfts(term, f"{name}/{term_name}").items()
+        }
+    stft = getattr(loss, "stft", None)
+    return {name: stft} if stft is not None and takes_spectrum(loss) else {}
+
+
 def call_loss(
-    loss: nn.Module, pred: Tensor, target: Tensor, spectrum: tuple[Tensor, Tensor] | None = None
+    loss: nn.Module, pred: Tensor, target: Tensor, spectrum: Spectrum | None = None
 ) -> Tensor:
     """`loss(pred, target)`, with the generator's `(log_amplitude, phase)` for a loss that
     takes it (`takes_spectrum`); other losses see the waveform only."""
@@ -136,7 +152,7 @@ def call_loss(
 
 
 def loss_components(
-    loss: nn.Module, pred: Tensor, target: Tensor, spectrum: tuple[Tensor, Tensor] | None = None
+    loss: nn.Module, pred: Tensor, target: Tensor, spectrum: Spectrum | None = None
 ) -> dict[str, Tensor]:
     """The components a loss reports through `terms(...)` (spectrum passed as by `call_loss`),
     detached; `{}` for a loss without components."""
@@ -285,7 +301,7 @@ class APBWELoss(nn.Module):
         return torch.stack((amplitude * torch.cos(phase), amplitude * torch.sin(phase)), dim=-1)
 
     def terms(
-        self, pred: Tensor, target: Tensor, pred_spectrum: tuple[Tensor, Tensor] | None = None
+        self, pred: Tensor, target: Tensor, pred_spectrum: Spectrum | None = None
     ) -> dict[str, Tensor]:
         """The unweighted components, by name (see the class docstring), as float32 scalars."""
         if pred.shape != target.shape:
@@ -321,7 +337,7 @@ class APBWELoss(nn.Module):
             }
 
     def forward(
-        self, pred: Tensor, target: Tensor, pred_spectrum: tuple[Tensor, Tensor] | None = None
+        self, pred: Tensor, target: Tensor, pred_spectrum: Spectrum | None = None
     ) -> Tensor:
         terms = self.terms(pred, target, pred_spectrum)
         return sum(
@@ -360,20 +376,22 @@ class WeightedSum(nn.Module):
             self.weights[name] = float(term.get("weight", 1.0))
             losses[name] = term["loss"]
         self.losses = nn.ModuleDict(losses)
+        if not self.active():
+            raise ValueError(f"every loss term has weight 0: {self.weights}")
 
     def active(self) -> list[tuple[str, float, nn.Module]]:
         """The terms with a non-zero weight: `(name, weight, loss)`."""
         return [(n, self.weights[n], loss) for n, loss in self.losses.items() if self.weights[n]]
 
     def forward(
-        self, pred: Tensor, target: Tensor, pred_spectrum: tuple[Tensor, Tensor] | None = None
+        self, pred: Tensor, target: Tensor, pred_spectrum: Spectrum | None = None
     ) -> Tensor:
         """The weighted sum; `pred_spectrum` reaches the terms that take it (`call_loss`)."""
         values = (w * call_loss(loss, pred, target, pred_spectrum) for _, w, loss in self.active())
         return sum(values, start=pred.new_zeros((), dtype=torch.float32))
 
     def terms(
-        self, pred: Tensor, target: Tensor, pred_spectrum: tuple[Tensor, Tensor] | None = None
+        self, pred: Tensor, target: Tensor, pred_spectrum: Spectrum | None = None
     ) -> dict[str, Tensor]:
         """Each active term's unweighted value, and its own components as `<name>/<component>`."""
         out = {}

@@ -16,10 +16,10 @@ from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec, crop_to_multiple, make_lowres
 from audio_superres.errors import ConfigError
 from audio_superres.inference import InferenceSettings, super_resolve
-from audio_superres.losses import loss_components
+from audio_superres.losses import Spectrum, loss_components
 from audio_superres.metrics import METRIC_KEYS, SuperResMetrics, compute_metrics_many
 from audio_superres.models.base import SuperResModel
-from audio_superres.objectives import AdversarialObjective, Spectrum, TrainingObjective
+from audio_superres.objectives import AdversarialObjective, TrainingObjective
 
 DEFAULT_OBJECTIVE = {
     "_target_": "audio_superres.objectives.RegressionObjective",
@@ -125,6 +125,28 @@ def lowpass_to_dict(spec: LowpassSpec) -> dict[str, Any]:
     }
 
 
+def check_spectrum_sizes(model: nn.Module, objective: TrainingObjective) -> None:
+    """`objective.generator_spectrum` needs a spectral generator, and losses that analyse with
+    its STFT sizes: the spectra are compared bin by bin and frame by frame."""
+    if not hasattr(model, "forward_with_spectrum"):
+        raise ConfigError(
+            f"objective.generator_spectrum=true: model {type(model).__qualname__} has no "
+            "forward_with_spectrum (a spectral generator such as model=apbwe has)"
+        )
+    model_stft = getattr(model, "stft", None)
+    if model_stft is None:
+        return
+    sizes = (model_stft.n_fft, model_stft.hop_length, model_stft.win_length)
+    for name, stft in objective.spectrum_stfts().items():
+        theirs = (stft.n_fft, stft.hop_length, stft.win_length)
+        if theirs != sizes:
+            raise ConfigError(
+                f"objective.generator_spectrum=true: the loss {name} analyses with "
+                f"n_fft/hop/window {theirs}, the model synthesises with {sizes}; set the "
+                "loss's n_fft, hop_length and win_length to the model's"
+            )
+
+
 class SuperResolutionModule(L.LightningModule):
     """Wraps a plain `nn.Module` (LR `(B, m)` -> HR `(B, m * ratio)`) with its training.
 
@@ -184,11 +206,8 @@ class SuperResolutionModule(L.LightningModule):
             raise ValueError(f"model ratio {built.ratio} differs from the task ratio {self.ratio}")
         self.model: SuperResModel = built
         self.objective: TrainingObjective = build_objective(objective)
-        if self.objective.generator_spectrum and not hasattr(built, "forward_with_spectrum"):
-            raise ConfigError(
-                f"objective.generator_spectrum=true: model {type(built).__qualname__} has no "
-                "forward_with_spectrum (a spectral generator such as model=apbwe has)"
-            )
+        if self.objective.generator_spectrum:
+            check_spectrum_sizes(built, self.objective)
         self.automatic_optimization = not self.objective.manual_optimization
         # Lightning clips only under automatic optimisation; train.py moves the trainer's
         # gradient_clip_val here for the manual (adversarial) loop
@@ -210,6 +229,7 @@ class SuperResolutionModule(L.LightningModule):
             )
         self.compile_model = compile
         object.__setattr__(self, "_compiled_model", None)  # not a submodule: same state_dict
+        object.__setattr__(self, "_compiled_spectrum", None)  # forward_with_spectrum, compiled
         # chunked-inference settings of validation/test (not a hyperparameter: set by the task
         # from its `inference` node, the same for train.py, evaluate.py and upsample.py)
         self.inference = InferenceSettings()
@@ -284,10 +304,13 @@ class SuperResolutionModule(L.LightningModule):
         if not self.compile_model:
             return self.model
         if self._compiled_model is None:
-            backend = self.compile_model
-            kwargs = {"backend": backend} if isinstance(backend, str) else {}
-            object.__setattr__(self, "_compiled_model", torch.compile(self.model, **kwargs))
+            object.__setattr__(self, "_compiled_model", self._compile(self.model))
         return self._compiled_model
+
+    def _compile(self, fn: Any) -> Any:
+        backend = self.compile_model
+        kwargs = {"backend": backend} if isinstance(backend, str) else {}
+        return torch.compile(fn, **kwargs)
 
     def _log_terms(self, prefix: str, terms: Mapping[str, Tensor]) -> None:
         if terms:
@@ -310,10 +333,16 @@ class SuperResolutionModule(L.LightningModule):
 
     def generate(self, lr: Tensor) -> tuple[Tensor, Spectrum | None]:
         """The training forward pass: the HR prediction, and the generator's own spectrum when
-        the objective trains on it (`objective.generator_spectrum`)."""
-        if self.objective.generator_spectrum:
-            return self.train_model.forward_with_spectrum(lr)
-        return self.train_model(lr), None
+        the objective trains on it (`objective.generator_spectrum`); compiled like
+        `train_model` when `compile` is set."""
+        if not self.objective.generator_spectrum:
+            return self.train_model(lr), None
+        if not self.compile_model:
+            return self.model.forward_with_spectrum(lr)
+        if self._compiled_spectrum is None:
+            compiled = self._compile(self.model.forward_with_spectrum)
+            object.__setattr__(self, "_compiled_spectrum", compiled)
+        return self._compiled_spectrum(lr)
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor | None:
         hr, lr = self.make_inputs(batch, self._rng("train"))

@@ -18,13 +18,10 @@ from torch import Tensor, nn
 
 from audio_superres.checkpoint import instantiate_trusted
 from audio_superres.errors import ConfigError
-from audio_superres.losses import call_loss, takes_spectrum
+from audio_superres.losses import Spectrum, call_loss, spectrum_stfts, takes_spectrum
 from audio_superres.models.discriminators import DiscriminatorOutput
 
 GAN_LOSSES = ("lsgan", "hinge")
-
-
-Spectrum = tuple[Tensor, Tensor]
 
 
 class TrainingObjective(nn.Module, ABC):
@@ -51,6 +48,15 @@ class TrainingObjective(nn.Module, ABC):
         self, pred: Tensor, target: Tensor, spectrum: Spectrum | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The weighted reconstruction loss and its unweighted terms (for logging)."""
+
+    def spectrum_stfts(self) -> dict[str, nn.Module]:
+        """The STFTs (`n_fft`, `hop_length`, `win_length`) of the losses that take the
+        generator's spectrum, by loss name (inside a `WeightedSum` too)."""
+        return {
+            name: stft
+            for key, loss in self.reconstruction_losses().items()
+            for name, stft in spectrum_stfts(loss, key or "loss").items()
+        }
 
     def check_generator_spectrum(self) -> None:
         """With `generator_spectrum`, some loss must take the spectrum, or it would go unused."""
@@ -143,6 +149,11 @@ class AdversarialObjective(TrainingObjective):
             if not isinstance(term, Mapping) or "loss" not in term:
                 raise ValueError(
                     f"objective.reconstruction.{name} must be {{weight: ..., loss: <loss config>}}"
+                )
+            unknown = set(term) - {"weight", "loss"}
+            if unknown:
+                raise ValueError(
+                    f"objective.reconstruction.{name} has unknown keys {sorted(unknown)}"
                 )
             self.weights[name] = float(term.get("weight", 1.0))
             losses[name] = instantiate_trusted(

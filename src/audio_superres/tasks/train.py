@@ -250,7 +250,8 @@ def train(cfg: DictConfig) -> float:
         best = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
         best_path = best.best_model_path if best is not None and best.best_model_path else None
         best_score = float(best.best_model_score) if best_path else float("nan")
-        log.info("best checkpoint: %s (val/snr %.3f)", best_path, best_score)
+        monitor = getattr(best, "monitor", None)
+        log.info("best checkpoint: %s (%s %.3f)", best_path, monitor, best_score)
         result = best_metric.result()
         log.info("best %s: %.4f (%s)", best_metric.metric, result, best_metric.mode)
         if not cfg.get("test_after_fit", True):
