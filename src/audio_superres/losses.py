@@ -141,14 +141,30 @@ def spectrum_stfts(loss: nn.Module, name: str) -> dict[str, nn.Module]:
     return {name: stft} if stft is not None and takes_spectrum(loss) else {}
 
 
+def weighted_term(term: Any, where: str) -> tuple[float, Any]:
+    """`(weight, loss)` of one `{weight, loss}` entry of a weighted sum of losses (`WeightedSum`,
+    the adversarial objective's `reconstruction`); weight 1 when not given."""
+    if not isinstance(term, Mapping) or "loss" not in term:
+        raise ValueError(f"{where} must be {{weight: ..., loss: <loss config>}}")
+    unknown = set(term) - {"weight", "loss"}
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {sorted(unknown)}")
+    return float(term.get("weight", 1.0)), term["loss"]
+
+
+def _spectrum_kwargs(loss: nn.Module, spectrum: Spectrum | None) -> dict[str, Spectrum]:
+    """`{"pred_spectrum": spectrum}` for a loss that takes it, else `{}`."""
+    if spectrum is not None and takes_spectrum(loss):
+        return {"pred_spectrum": spectrum}
+    return {}
+
+
 def call_loss(
     loss: nn.Module, pred: Tensor, target: Tensor, spectrum: Spectrum | None = None
 ) -> Tensor:
     """`loss(pred, target)`, with the generator's `(log_amplitude, phase)` for a loss that
     takes it (`takes_spectrum`); other losses see the waveform only."""
-    if spectrum is not None and takes_spectrum(loss):
-        return loss(pred, target, pred_spectrum=spectrum)
-    return loss(pred, target)
+    return loss(pred, target, **_spectrum_kwargs(loss, spectrum))
 
 
 def loss_components(
@@ -160,10 +176,7 @@ def loss_components(
     if terms is None:
         return {}
     with torch.no_grad():
-        if spectrum is not None and takes_spectrum(loss):
-            values = terms(pred, target, pred_spectrum=spectrum)
-        else:
-            values = terms(pred, target)
+        values = terms(pred, target, **_spectrum_kwargs(loss, spectrum))
     return {k: v.detach() for k, v in values.items()}
 
 
@@ -368,13 +381,10 @@ class WeightedSum(nn.Module):
         self.weights: dict[str, float] = {}
         losses = {}
         for name, term in terms.items():
-            if not isinstance(term, Mapping) or not isinstance(term.get("loss"), nn.Module):
-                raise ValueError(f"loss term {name!r} must be {{weight: ..., loss: <loss config>}}")
-            unknown = set(term) - {"weight", "loss"}
-            if unknown:
-                raise ValueError(f"loss term {name!r} has unknown keys {sorted(unknown)}")
-            self.weights[name] = float(term.get("weight", 1.0))
-            losses[name] = term["loss"]
+            weight, loss = weighted_term(term, f"loss term {name!r}")
+            if not isinstance(loss, nn.Module):
+                raise ValueError(f"loss term {name!r}: its loss must be a loss config")
+            self.weights[name], losses[name] = weight, loss
         self.losses = nn.ModuleDict(losses)
         if not self.active():
             raise ValueError(f"every loss term has weight 0: {self.weights}")

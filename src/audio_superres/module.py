@@ -401,9 +401,7 @@ class SuperResolutionModule(L.LightningModule):
             opt_g.step()
         self._step_schedulers("step", disc=False)
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
-        if spectrum is not None:
-            spectrum = (spectrum[0].detach(), spectrum[1].detach())
-        self._log_terms(
+        self._log_terms(  # components are computed under no_grad
             "train/recon/", {**terms, **self._component_terms(pred.detach(), hr, spectrum)}
         )
         self._log_lr()

@@ -18,7 +18,13 @@ from torch import Tensor, nn
 
 from audio_superres.checkpoint import instantiate_trusted
 from audio_superres.errors import ConfigError
-from audio_superres.losses import Spectrum, call_loss, spectrum_stfts, takes_spectrum
+from audio_superres.losses import (
+    Spectrum,
+    call_loss,
+    spectrum_stfts,
+    takes_spectrum,
+    weighted_term,
+)
 from audio_superres.models.discriminators import DiscriminatorOutput
 
 GAN_LOSSES = ("lsgan", "hinge")
@@ -146,19 +152,9 @@ class AdversarialObjective(TrainingObjective):
         self.weights: dict[str, float] = {}
         losses = {}
         for name, term in reconstruction.items():
-            if not isinstance(term, Mapping) or "loss" not in term:
-                raise ValueError(
-                    f"objective.reconstruction.{name} must be {{weight: ..., loss: <loss config>}}"
-                )
-            unknown = set(term) - {"weight", "loss"}
-            if unknown:
-                raise ValueError(
-                    f"objective.reconstruction.{name} has unknown keys {sorted(unknown)}"
-                )
-            self.weights[name] = float(term.get("weight", 1.0))
-            losses[name] = instantiate_trusted(
-                dict(term["loss"]), f"objective.reconstruction.{name}"
-            )
+            where = f"objective.reconstruction.{name}"
+            self.weights[name], loss_cfg = weighted_term(term, where)
+            losses[name] = instantiate_trusted(dict(loss_cfg), where)
         self.losses = nn.ModuleDict(losses)
         self.check_generator_spectrum()
         self.discriminators = nn.ModuleDict(
