@@ -6,6 +6,7 @@ model config and turned into that family's arguments:
 
     filters: ${unet_filters:${model_size:width,32},${model_size:depth,4}}   # U-Net, TFiLM
     hidden_sizes: ${repeat:${model_size:width,1024},${model_size:depth,3}}   # DNN
+    channels: ${model_size:width,128}, layers: ${model_size:depth,4}         # AP-BWE
 
 so `python train.py model=tfilm_small model_depth=3 model_width=16` and `sweep=depth` work for
 any model whose config reads them.

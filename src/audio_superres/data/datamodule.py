@@ -138,6 +138,7 @@ class SuperResDataModule(L.LightningDataModule):
         test_max_files: int | None = None,
         prepare_workers: int = 2,
         seed: int | None = None,
+        overfit_batches: int = 0,
     ) -> None:
         super().__init__()
         if int(ratio) < 1:
@@ -160,6 +161,13 @@ class SuperResDataModule(L.LightningDataModule):
         self.patches_per_epoch = int(patches_per_epoch)
         self.val_max_files = DEFAULT_VAL_FILES if val_max_files is None else int(val_max_files)
         self.seed = seed
+        if isinstance(overfit_batches, bool) or int(overfit_batches) != overfit_batches or (
+            overfit_batches < 0
+        ):
+            raise ConfigError(
+                f"overfit_batches must be a whole number of batches >= 0, got {overfit_batches!r}"
+            )
+        self.overfit_batches = int(overfit_batches)
         self.test_max_files = test_max_files
         self.cache_dir = cache_dir
         self.prepare_workers = int(prepare_workers)
@@ -253,7 +261,8 @@ class SuperResDataModule(L.LightningDataModule):
         rank, world_size = distributed_rank()
         seed = torch.initial_seed() if self.seed is None else self.seed
         sampler = PatchBatchSampler(
-            len(self._train_set), self.patches_per_epoch, self.batch_size, seed, rank, world_size
+            len(self._train_set), self.patches_per_epoch, self.batch_size, seed, rank, world_size,
+            repeat_batches=self.overfit_batches,
         )
         batches_done = None
         if self.trainer is not None:

@@ -347,8 +347,8 @@ def summary(manifest: dict[str, Any], out: str | os.PathLike = DEFAULT_OUT) -> s
 class DemoPianoCorpus(FolderCorpus):
     """The demo piano corpus as a FolderCorpus: speakers are pieces, `prepare()` builds it.
 
-    `extensions` and `trim_silence` are accepted so that configs shared with FolderCorpus
-    work; the rendered clips are already trimmed.
+    `extensions`, `trim_silence` and `on_bad_file` are accepted so that configs shared with
+    FolderCorpus work; the rendered clips are already trimmed.
     """
 
     def __init__(
@@ -358,10 +358,14 @@ class DemoPianoCorpus(FolderCorpus):
         extensions: Sequence[str] = ("flac",),
         trim_silence: bool = False,
         num_workers: int = 2,
+        on_bad_file: str = "error",
     ) -> None:
         if test_speakers is None:
             test_speakers = DEMO_PIANO_TEST_PIECES
-        super().__init__(root, test_speakers, extensions=extensions, trim_silence=trim_silence)
+        super().__init__(
+            root, test_speakers, extensions=extensions, trim_silence=trim_silence,
+            on_bad_file=on_bad_file,
+        )
         self.num_workers = num_workers
 
     @property

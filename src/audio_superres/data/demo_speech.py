@@ -493,8 +493,8 @@ def summary(manifest: dict[str, Any], out: str | os.PathLike = DEFAULT_OUT) -> s
 class DemoSpeechCorpus(FolderCorpus):
     """The demo corpus as a FolderCorpus: speakers are languages, `prepare()` builds it.
 
-    `extensions` and `trim_silence` are accepted so that configs shared with FolderCorpus
-    work; the built clips are already trimmed WAVs.
+    `extensions`, `trim_silence` and `on_bad_file` are accepted so that configs shared with
+    FolderCorpus work; the built clips are already trimmed WAVs.
     """
 
     def __init__(
@@ -504,10 +504,14 @@ class DemoSpeechCorpus(FolderCorpus):
         extensions: Sequence[str] = ("wav",),
         trim_silence: bool = False,
         num_workers: int = 2,
+        on_bad_file: str = "error",
     ) -> None:
         if test_speakers is None:
             test_speakers = DEMO_TEST_SPEAKERS
-        super().__init__(root, test_speakers, extensions=extensions, trim_silence=trim_silence)
+        super().__init__(
+            root, test_speakers, extensions=extensions, trim_silence=trim_silence,
+            on_bad_file=on_bad_file,
+        )
         self.num_workers = num_workers
 
     @property

@@ -3,8 +3,10 @@
 `PatchBatchSampler` draws training batch k of epoch e on rank r from a generator seeded by
 (seed, e, k, r): an epoch is `patches_per_epoch` patches in total whatever the number of
 ranks, the ranks draw different patches, and a resumed run (mid-epoch included) draws what
-the uninterrupted run would have drawn. `ResumableLoader` saves and restores the position
-through Lightning's stateful-dataloader support. `DistributedEvalSampler` gives each rank
+the uninterrupted run would have drawn. With `repeat_batches=N` (debug=overfit) batch k of
+every epoch is batch k mod N of epoch 0, so the same N batches come back for the whole run.
+`ResumableLoader` saves and restores the position through Lightning's stateful-dataloader
+support. `DistributedEvalSampler` gives each rank
 its share of the evaluation files without the padding of `DistributedSampler`, which would
 count some files twice.
 """
@@ -34,7 +36,8 @@ class PatchBatchSampler(Sampler[list[int]]):
     One epoch is `patches_per_epoch // (world_size * batch_size)` batches per rank, so
     `patches_per_epoch` patches in all (less the remainder of the division). The position is
     a global batch counter: `__iter__` yields the rest of the epoch the counter is in, and
-    `ResumableLoader.load_state_dict` sets it on resume.
+    `ResumableLoader.load_state_dict` sets it on resume. `repeat_batches=N > 0` draws only the
+    first N batches of epoch 0, over and over (overfitting a batch to check a model).
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class PatchBatchSampler(Sampler[list[int]]):
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        repeat_batches: int = 0,
     ) -> None:
         if num_patches < 1:
             raise ValueError(f"need at least one patch to draw from, got {num_patches}")
@@ -61,6 +65,9 @@ class PatchBatchSampler(Sampler[list[int]]):
                 f"patches_per_epoch={patches_per_epoch} is less than one batch of "
                 f"{self.batch_size} on each of {self.world_size} ranks"
             )
+        if int(repeat_batches) < 0:
+            raise ValueError(f"repeat_batches must be >= 0, got {repeat_batches}")
+        self.repeat_batches = int(repeat_batches)
         self.next_batch = 0
         """Global index (over all epochs) of the next batch `__iter__` starts from."""
 
@@ -69,6 +76,8 @@ class PatchBatchSampler(Sampler[list[int]]):
 
     def batch(self, epoch: int, k: int) -> list[int]:
         """Batch `k` of `epoch` on this rank: a pure function of (seed, epoch, k, rank)."""
+        if self.repeat_batches:
+            epoch, k = 0, k % self.repeat_batches
         rng = np.random.default_rng([self.seed % 2**63, epoch, k, self.rank])
         return rng.integers(0, self.num_patches, self.batch_size).tolist()
 
