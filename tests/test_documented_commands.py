@@ -530,3 +530,17 @@ def test_a_stale_single_override_fails() -> None:
     for stale in ("model.no_such_knob=1", "data.corpus.on_bad_fil=skip", "lowpass=nope"):
         with pytest.raises(AssertionError, match="composes nowhere"):
             compose_override(stale)
+
+
+def test_config_group_table_lists_every_option() -> None:
+    """docs/training.md's group table names every group of conf/ and every option in it."""
+    text = (REPO / "docs" / "training.md").read_text()
+    table = text[text.index("### Config groups"):]
+    rows = dict(re.findall(r"^\| `([\w/]+)` \| (.*) \|$", table, re.M))
+    groups = {str(p.parent.relative_to(CONF_DIR)) for p in CONF_DIR.rglob("*.yaml")
+              if p.parent != CONF_DIR}
+    assert sorted(groups - {"local"}) == sorted(set(rows) - {"local"})
+    for group in groups:
+        options = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+        named = set(re.findall(r"`([\w-]+)`", rows[group]))
+        assert options <= named, f"{group}: {sorted(options - named)} missing"
