@@ -96,6 +96,16 @@ class WriteSplits(L.Callback):
             atomic_write_json(self.path, datamodule.split_files())
 
 
+def drop_progress_bar_if_disabled(callbacks: list[Any], trainer_cfg: DictConfig) -> list[Any]:
+    """`trainer.enable_progress_bar=false` turns the callbacks group's bar off (Lightning
+    would refuse a progress bar callback it is told not to show)."""
+    if trainer_cfg.get("enable_progress_bar", True):
+        return callbacks
+    from lightning.pytorch.callbacks import ProgressBar
+
+    return [c for c in callbacks if not isinstance(c, ProgressBar)]
+
+
 def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry with a `_target_` of a callbacks/logger group."""
     if not group:
@@ -221,6 +231,7 @@ def train(cfg: DictConfig) -> float:
     with config_errors("logger"):
         loggers = instantiate_group(cfg.get("logger"))
     callbacks = drop_callbacks_needing_a_logger(callbacks, loggers)
+    callbacks = drop_progress_bar_if_disabled(callbacks, cfg.trainer)
     perceptual = perceptual_callbacks(cfg)  # PESQ/STOI of the final test, if asked for
 
     max_steps = cfg.trainer.get("max_steps", -1)

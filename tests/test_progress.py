@@ -1,0 +1,85 @@
+"""What a person sees while training: the bar counts steps of the step budget."""
+
+from __future__ import annotations
+
+import re
+
+import lightning as L
+import pytest
+import torch
+
+from audio_superres.report.progress import StepProgressBar, train_description
+
+
+class Tiny(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = (self.w * batch).pow(2).mean()
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def fit_and_capture(capsys: pytest.CaptureFixture[str], **trainer_kw) -> str:
+    """The console text of a fit over 4 batches per epoch, with the project's bar."""
+    data = torch.utils.data.DataLoader(torch.randn(8, 16), batch_size=2)  # 4 batches an epoch
+    trainer = L.Trainer(
+        callbacks=[StepProgressBar()], logger=False, enable_checkpointing=False,
+        enable_model_summary=False, accelerator="cpu", limit_val_batches=0, **trainer_kw,
+    )
+    trainer.fit(Tiny(), train_dataloaders=data)
+    out = capsys.readouterr()
+    return (out.out + out.err).replace("\r", "\n")
+
+
+def test_a_step_budget_shows_steps_of_the_budget(capsys: pytest.CaptureFixture[str]) -> None:
+    text = fit_and_capture(capsys, max_steps=10, max_epochs=-1)  # 2.5 epochs
+    lines = [ln for ln in text.splitlines() if ln.startswith("Steps")]
+    assert lines, text
+    counts = [tuple(map(int, m.groups())) for ln in lines
+              if (m := re.search(r"\| (\d+)/(\d+) ", ln))]
+    assert counts[-1] == (10, 10)
+    assert {total for _, total in counts} == {10}  # one bar for the budget, across epochs
+    assert [n for n, _ in counts] == sorted(n for n, _ in counts)  # never restarts at an epoch
+    assert "step/s" in lines[-1] and "train/loss" in lines[-1]
+    assert "Epoch" not in text and "/-" not in text
+
+
+def test_an_epoch_budget_shows_epochs_counted_from_one(capsys: pytest.CaptureFixture[str]) -> None:
+    text = fit_and_capture(capsys, max_steps=-1, max_epochs=2)
+    assert re.search(r"^Epoch 1/2: .*\| 4/4 ", text, re.M), text
+    assert re.search(r"^Epoch 2/2: .*\| 4/4 ", text, re.M), text
+    assert "Epoch 0" not in text and "Steps" not in text
+
+
+def test_description_without_any_budget() -> None:
+    trainer = L.Trainer(max_steps=-1, max_epochs=-1, max_time="00:00:01:00", logger=False,
+                        enable_checkpointing=False, enable_model_summary=False)
+    assert train_description(trainer) == "Epoch 1"
+
+
+def test_train_py_drops_the_bar_when_progress_bars_are_off(tmp_path) -> None:
+    """`trainer.enable_progress_bar=false` with the callbacks group's bar: no Lightning error."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from audio_superres.tasks.train import drop_progress_bar_if_disabled, instantiate_group
+
+    from .test_documented_settings import compose_train
+
+    cfg = compose_train(["trainer.enable_progress_bar=false", f"paths.output_dir={tmp_path}"])
+    callbacks = instantiate_group(cfg.callbacks)
+    assert any(isinstance(c, StepProgressBar) for c in callbacks)
+    with pytest.raises(InstantiationException, match="enable_progress_bar=False"):
+        instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    kept = drop_progress_bar_if_disabled(callbacks, cfg.trainer)
+    assert not any(isinstance(c, StepProgressBar) for c in kept) and len(kept) == len(callbacks) - 1
+    instantiate(cfg.trainer, callbacks=kept, logger=False)
+    cfg = compose_train([f"paths.output_dir={tmp_path}"])
+    trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.callbacks), logger=False)
+    assert isinstance(trainer.progress_bar_callback, StepProgressBar)
