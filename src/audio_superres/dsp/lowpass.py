@@ -31,6 +31,7 @@ __all__ = [
     "as_lowpass_spec",
     "draw_lowpass_specs",
     "crop_to_multiple",
+    "describe_lowpass",
     "lowpass_sos",
     "make_lowres",
     "sosfilt_torch",
@@ -194,6 +195,41 @@ def as_lowpass_spec(lowpass: str | LowpassSpec | Mapping[str, Any]) -> LowpassSp
     raise TypeError(
         f"lowpass must be a kind name, a LowpassSpec or a mapping, got {type(lowpass).__name__}"
     )
+
+
+def _span(lo: float, hi: float, unit: str = "") -> str:
+    text = f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
+    return f"{text} {unit}" if unit else text
+
+
+def describe_lowpass(lowpass: str | LowpassSpec | Mapping[str, Any]) -> str:
+    """A short phrase a person reads: the family and only the knobs it uses.
+
+    `chebyshev (order 8, cutoff 0.8, ripple 0.05 dB, zero phase)`; `no filter (...)`; for
+    `random` the ranges it draws from (families, order, cutoff, ripple, attenuation).
+    """
+    spec = as_lowpass_spec(lowpass)
+    phase = "zero phase" if spec.zero_phase else "one pass"
+    if spec.kind == "none":
+        return "no filter (every r-th sample kept, aliased)"
+    if spec.kind == "random":
+        families = spec.families
+        details = [
+            f"order {_span(*spec.order_range)}",
+            f"cutoff {_span(*spec.cutoff_range)}",
+        ]
+        if {"chebyshev", "elliptic"} & set(families):
+            details.append(f"ripple {_span(*spec.ripple_range, 'dB')}")
+        if "elliptic" in families:
+            details.append(f"attenuation {_span(*spec.attenuation_range, 'dB')}")
+        return (f"random per example: {'/'.join(families)} ({', '.join(details)}, {phase}; "
+                f"seed {spec.seed})")
+    details = [f"order {spec.order}", f"cutoff {spec.cutoff:g}"]
+    if spec.kind in ("chebyshev", "elliptic"):
+        details.append(f"ripple {spec.ripple_db:g} dB")
+    if spec.kind == "elliptic":
+        details.append(f"attenuation {spec.attenuation_db:g} dB")
+    return f"{spec.kind} ({', '.join(details)}, {phase})"
 
 
 def _check_ratio(ratio: int) -> int:

@@ -16,16 +16,25 @@ import html
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
+from audio_superres.dsp.lowpass import describe_lowpass
 from audio_superres.metrics import ALL_METRIC_KEYS, METRIC_LABELS
 from audio_superres.report.results import perceptual_note, table_keys
 from audio_superres.utils import atomic_write_bytes, atomic_write_text
 
-__all__ = ["LABELS", "PageExample", "Table", "read_csv_table", "write_samples_page"]
+__all__ = [
+    "LABELS",
+    "PageExample",
+    "Table",
+    "evaluation_meta",
+    "read_csv_table",
+    "speaker_note",
+    "write_samples_page",
+]
 
 # Signal keys in page order, with the 2017 page's captions.
 LABELS = {
@@ -179,6 +188,54 @@ def write_samples_page(
     return path
 
 
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def speaker_note(name: str, speaker: str | None) -> str:
+    """`speaker X` when X is a folder of the file's path in the corpus (`p360/p360_001.wav`);
+    nothing for a flat folder, whose files all get the root folder's name as their speaker
+    (`hr` for `data.root=.../hr`), nor for groups that are not folders (piano recordings)."""
+    if not speaker or str(speaker) not in PurePosixPath(str(name)).parts[:-1]:
+        return ""
+    return f"speaker {speaker}"
+
+
+def evaluation_meta(meta: Mapping[str, Any]) -> dict[str, str]:
+    """The run's settings as a person reads them: the filter in one phrase (not every field of
+    its spec), the model's class, the library versions on one line; the per-filter results
+    (`by_lowpass`) are in the mismatch table already."""
+    out: dict[str, str] = {}
+    ratio, sr = meta.get("ratio"), meta.get("sample_rate")
+    if ratio is not None and sr is not None:
+        out["rates"] = f"{int(sr) // int(ratio)} Hz in, {int(sr)} Hz out ({int(ratio)}x)"
+    spec = meta.get("lowpass_spec") or meta.get("lowpass")
+    by_lowpass = meta.get("by_lowpass") or {}
+    first = by_lowpass.get(meta.get("test_lowpass"), {}) if isinstance(by_lowpass, Mapping) else {}
+    if first:  # a filter-mismatch evaluation: the examples are the first test filter's
+        if spec is not None:
+            out["model trained on"] = describe_lowpass(spec)
+        test_spec = first.get("lowpass_spec") or meta["test_lowpass"]
+        out["low-res input of the samples and summary"] = (
+            f"{meta['test_lowpass']}: {describe_lowpass(test_spec)}"
+        )
+    elif spec is not None:
+        out["low-res input made with"] = describe_lowpass(spec)
+    if meta.get("model_target"):
+        out["model"] = str(meta["model_target"]).rsplit(".", 1)[-1]
+    for key in ("checkpoint", "seed"):
+        if meta.get(key) is not None:
+            out[key] = str(meta[key])
+    versions = meta.get("versions")
+    if isinstance(versions, Mapping):
+        out["versions"] = ", ".join(f"{k} {v}" for k, v in versions.items())
+    shown = {"ratio", "sample_rate", "lowpass", "lowpass_spec", "by_lowpass", "test_lowpass",
+             "model_target", "checkpoint", "seed", "versions"}
+    out.update({str(k): str(v) for k, v in meta.items() if k not in shown and v is not None})
+    return out
+
+
 def evaluation_page(
     out_dir: str | Path,
     summary: Mapping[str, Any],
@@ -217,7 +274,7 @@ def evaluation_page(
                 signals={"HR": ex["hr"], "LR": ex["lr"], "cubic": ex["cubic"], "SR": ex["sr"]},
                 rates={"HR": sr, "LR": round(sr / ratio), "cubic": sr, "SR": sr},
                 metrics=metrics,
-                note=f"speaker {ex.get('speaker', '')}",
+                note=speaker_note(str(ex["name"]), ex.get("speaker")),
             )
         )
     return write_samples_page(
@@ -226,9 +283,9 @@ def evaluation_page(
         title=f"Audio super-resolution samples ({ratio}x, {sr} Hz)",
         intro=(
             "Held-out recordings: the low-res input is made from the high-res file with the "
-            f"model's low-pass filter and kept every {ratio}th sample; the model's output is "
-            "compared with the cubic spline baseline."
+            f"low-pass filter named below, keeping every {_ordinal(ratio)} sample; the model's "
+            "output is compared with the cubic spline baseline."
         ),
         tables=tables,
-        meta=meta,
+        meta=evaluation_meta(meta),
     )
