@@ -7,6 +7,7 @@ import re
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
 from audio_superres.report.progress import StepProgressBar, train_description
 
@@ -25,11 +26,11 @@ class Tiny(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def fit_and_capture(capsys: pytest.CaptureFixture[str], **trainer_kw) -> str:
+def fit_and_capture(capsys: pytest.CaptureFixture[str], tmp_path, **trainer_kw) -> str:
     """The console text of a fit over 4 batches per epoch, with the project's bar."""
     data = torch.utils.data.DataLoader(torch.randn(8, 16), batch_size=2)  # 4 batches an epoch
     trainer = L.Trainer(
-        callbacks=[StepProgressBar()], logger=False, enable_checkpointing=False,
+        callbacks=[StepProgressBar()], logger=CSVLogger(tmp_path), enable_checkpointing=False,
         enable_model_summary=False, accelerator="cpu", limit_val_batches=0, **trainer_kw,
     )
     trainer.fit(Tiny(), train_dataloaders=data)
@@ -37,8 +38,8 @@ def fit_and_capture(capsys: pytest.CaptureFixture[str], **trainer_kw) -> str:
     return (out.out + out.err).replace("\r", "\n")
 
 
-def test_a_step_budget_shows_steps_of_the_budget(capsys: pytest.CaptureFixture[str]) -> None:
-    text = fit_and_capture(capsys, max_steps=10, max_epochs=-1)  # 2.5 epochs
+def test_a_step_budget_shows_steps_of_the_budget(capsys, tmp_path) -> None:
+    text = fit_and_capture(capsys, tmp_path, max_steps=10, max_epochs=-1)  # 2.5 epochs
     lines = [ln for ln in text.splitlines() if ln.startswith("Steps")]
     assert lines, text
     counts = [tuple(map(int, m.groups())) for ln in lines
@@ -48,10 +49,11 @@ def test_a_step_budget_shows_steps_of_the_budget(capsys: pytest.CaptureFixture[s
     assert [n for n, _ in counts] == sorted(n for n, _ in counts)  # never restarts at an epoch
     assert "step/s" in lines[-1] and "train/loss" in lines[-1]
     assert "Epoch" not in text and "/-" not in text
+    assert "v_num" not in text  # the logger's version is no figure of the run
 
 
-def test_an_epoch_budget_shows_epochs_counted_from_one(capsys: pytest.CaptureFixture[str]) -> None:
-    text = fit_and_capture(capsys, max_steps=-1, max_epochs=2)
+def test_an_epoch_budget_shows_epochs_counted_from_one(capsys, tmp_path) -> None:
+    text = fit_and_capture(capsys, tmp_path, max_steps=-1, max_epochs=2)
     assert re.search(r"^Epoch 1/2: .*\| 4/4 ", text, re.M), text
     assert re.search(r"^Epoch 2/2: .*\| 4/4 ", text, re.M), text
     assert "Epoch 0" not in text and "Steps" not in text
@@ -83,3 +85,19 @@ def test_train_py_drops_the_bar_when_progress_bars_are_off(tmp_path) -> None:
     cfg = compose_train([f"paths.output_dir={tmp_path}"])
     trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.callbacks), logger=False)
     assert isinstance(trainer.progress_bar_callback, StepProgressBar)
+
+
+def test_wandb_offline_run_starts_without_a_deprecation_warning(tmp_path, capfd, monkeypatch):
+    """Every training run printed wandb's `The anonymous setting has no effect` warning."""
+    from audio_superres.wandb_setup import make_wandb_logger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "false")
+    logger = make_wandb_logger(save_dir=str(tmp_path), project="test")
+    try:
+        logger.experiment.log({"x": 1.0})
+    finally:
+        logger.experiment.finish()
+    out = capfd.readouterr()
+    assert "offline" in (out.out + out.err).lower()  # wandb did speak: the check can see it
+    assert "anonymous" not in (out.out + out.err).lower()

@@ -45,7 +45,7 @@ def make_wandb_logger(
     mode = wandb_mode()
     if mode is not None:
         kwargs.setdefault("mode", mode)
-    return WandbLogger(
+    logger = WandbLogger(
         project=project,
         save_dir=save_dir,
         name=name,
@@ -54,3 +54,9 @@ def make_wandb_logger(
         job_type=job_type,
         **kwargs,
     )
+    # Lightning passes `anonymous=None` to wandb.init, and wandb 0.2x warns on every run that
+    # "the anonymous setting has no effect": leave the setting out unless it was asked for.
+    init_args = getattr(logger, "_wandb_init", None)
+    if isinstance(init_args, dict) and init_args.get("anonymous") is None:
+        init_args.pop("anonymous", None)
+    return logger

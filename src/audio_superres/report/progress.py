@@ -5,7 +5,8 @@ epoch is only `data.patches_per_epoch` random patches), so Lightning's own bars 
 its Rich bar reads `Epoch 1/-2` and restarts at every epoch, its tqdm bar counts the batches of
 one epoch. `StepProgressBar` shows one bar for the whole fit, `Steps: 120/420`, counting the
 steps `trainer.max_steps` counts (generator steps under the adversarial objective), from the
-resumed step on a resumed run. Without a step budget (`max_steps: -1`, epochs set) it shows
+resumed step on a resumed run, with the logged values but not Lightning's `v_num` (the
+logger's run id). Without a step budget (`max_steps: -1`, epochs set) it shows
 `Epoch 2/3` (1-based) with the batches of that epoch, as a person would count them.
 """
 
@@ -44,6 +45,12 @@ class StepProgressBar(TQDMProgressBar):
     def on_train_start(self, *args: Any) -> None:
         super().on_train_start(*args)
         self._started_fit = False
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """The logged values, without Lightning's `v_num` (a logger's run id, e.g. `v_num=49c0`)."""
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
     def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
         budget = _step_budget(trainer)
