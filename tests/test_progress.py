@@ -101,3 +101,30 @@ def test_wandb_offline_run_starts_without_a_deprecation_warning(tmp_path, capfd,
     out = capfd.readouterr()
     assert "offline" in (out.out + out.err).lower()  # wandb did speak: the check can see it
     assert "anonymous" not in (out.out + out.err).lower()
+
+
+def test_train_and_evaluate_console(tiny_corpus, tmp_path, capsys) -> None:
+    """`train.py` shows the step bar of the callbacks group; train.py's final test and
+    evaluate.py print the project's table once, not Lightning's 'Test metric' table first."""
+    from audio_superres.tasks.evaluate import evaluate
+    from audio_superres.tasks.train import train
+
+    from .test_documented_settings import compose_train
+    from .test_eval_path import eval_cfg
+
+    cfg = compose_train([
+        "data=folder", f"data.root={tiny_corpus}", "data.test_speakers=[spk2]",
+        "data.patch_len=2048", "data.batch_size=2", f"data.cache_dir={tmp_path}/cache",
+        "trainer=cpu", "trainer.max_steps=3", "trainer.val_check_interval=3", "logger=none",
+        "model_width=4", "model_depth=2", f"paths.output_dir={tmp_path}/run",
+    ])
+    train(cfg)
+    out = capsys.readouterr().out.replace("\r", "\n")
+    assert re.search(r"^Steps: 100%.*\| 3/3 ", out, re.M), out
+    assert "Test metric" not in out and "test/snr" not in out
+    assert "model " in out and "cubic " in out  # the project's table
+    evaluate(eval_cfg([f"ckpt_path={tmp_path}/run/checkpoints/best.ckpt", "device=cpu",
+                       "perceptual_metrics=false"], tmp_path / "eval"))
+    out = capsys.readouterr().out
+    assert "Test metric" not in out and "test/snr" not in out
+    assert out.rstrip().endswith("metrics.json")

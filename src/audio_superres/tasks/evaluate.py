@@ -214,7 +214,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         print(path)
         return {"metrics_path": str(path), **results[0].summary}
     try:
-        trainer.test(module, datamodule=datamodule)
+        trainer.test(module, datamodule=datamodule, verbose=False)  # our table follows
     finally:
         finish_wandb()
     path = write_results(

@@ -102,7 +102,9 @@ def evaluate_filters(
         for name, spec in filters:
             module.set_lowpass(spec)
             module.test_filter = name
-            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            trainer.test(
+                module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False
+            )
             results.append(
                 FilterResult(
                     name=name,

@@ -293,7 +293,9 @@ def train(cfg: DictConfig) -> float:
             )
             print(format_mismatch(results))
         else:
-            trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True)
+            trainer.test(
+                module, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True, verbose=False
+            )
             metrics_path = write_results(
                 output_dir, module.test_summary, module.test_rows, module.test_examples, meta
             )
