@@ -20,6 +20,8 @@ Placeholders (the rule, also in DEVELOPERS.md):
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 import shlex
 from collections.abc import Iterator
@@ -250,9 +252,15 @@ def _is_group(key: str) -> bool:
 
 
 def _compose(program: str, overrides: list[str]) -> DictConfig:
+    return copy.deepcopy(_compose_cached(program, tuple(overrides)))
+
+
+@functools.lru_cache(maxsize=512)
+def _compose_cached(program: str, overrides: tuple[str, ...]) -> DictConfig:
+    """Hydra's composition of one command (the same command in several docs composes once)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(program, overrides=overrides, return_hydra_config=True)
+        return compose(program, overrides=list(overrides), return_hydra_config=True)
 
 
 def _resolve(cfg: DictConfig) -> None:
