@@ -103,9 +103,13 @@ def test_wandb_offline_run_starts_without_a_deprecation_warning(tmp_path, capfd,
     assert "anonymous" not in (out.out + out.err).lower()
 
 
-def test_train_and_evaluate_console(tiny_corpus, tmp_path, capsys) -> None:
-    """`train.py` shows the step bar of the callbacks group; train.py's final test and
-    evaluate.py print the project's table once, not Lightning's 'Test metric' table first."""
+def test_train_and_evaluate_console(tiny_corpus, tmp_path, capsys, caplog) -> None:
+    """`train.py` shows the step bar of the callbacks group and logs the splits' sizes;
+    train.py's final test and evaluate.py print the project's table once, not Lightning's
+    'Test metric' table first."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="audio_superres")
     from audio_superres.tasks.evaluate import evaluate
     from audio_superres.tasks.train import train
 
@@ -123,6 +127,8 @@ def test_train_and_evaluate_console(tiny_corpus, tmp_path, capsys) -> None:
     assert re.search(r"^Steps: 100%.*\| 3/3 ", out, re.M), out
     assert "Test metric" not in out and "test/snr" not in out
     assert "model " in out and "cubic " in out  # the project's table
+    assert re.search(r"train: \d+ files, [\d.]+ min, 2 speakers \(spk0, spk1\)", caplog.text)
+    assert re.search(r"test: 2 files, [\d.]+ min, 1 speaker \(spk2\)", caplog.text)
     evaluate(eval_cfg([f"ckpt_path={tmp_path}/run/checkpoints/best.ckpt", "device=cpu",
                        "perceptual_metrics=false"], tmp_path / "eval"))
     out = capsys.readouterr().out

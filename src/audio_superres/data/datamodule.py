@@ -326,7 +326,8 @@ class SuperResDataModule(L.LightningDataModule):
             speakers = sorted({entries[i].speaker for i in idx})
             shown = ", ".join(speakers[:8]) + (", ..." if len(speakers) > 8 else "")
             return (
-                f"{name}: {len(idx)} files, {minutes:.1f} min, {len(speakers)} speakers ({shown})"
+                f"{name}: {len(idx)} file{'s' * (len(idx) != 1)}, {minutes:.1f} min, "
+                f"{len(speakers)} speaker{'s' * (len(speakers) != 1)} ({shown})"
             )
 
         lines = [

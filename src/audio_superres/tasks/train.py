@@ -85,7 +85,8 @@ def drop_callbacks_needing_a_logger(callbacks: list[Any], loggers: list[Any]) ->
 
 
 class WriteSplits(L.Callback):
-    """Write `splits.json` (the files of train, val and test) into the run dir at fit start."""
+    """Write `splits.json` (the files of train, val and test) into the run dir at fit start, and
+    log the splits' sizes (files, minutes, speakers; files left out of evaluation)."""
 
     def __init__(self, output_dir: Path) -> None:
         self.path = Path(output_dir) / "splits.json"
@@ -94,6 +95,8 @@ class WriteSplits(L.Callback):
         datamodule = trainer.datamodule
         if trainer.is_global_zero and hasattr(datamodule, "split_files"):
             atomic_write_json(self.path, datamodule.split_files())
+            if hasattr(datamodule, "describe"):
+                log.info("data: %s", datamodule.describe())
 
 
 def drop_progress_bar_if_disabled(callbacks: list[Any], trainer_cfg: DictConfig) -> list[Any]:
