@@ -7,7 +7,11 @@ Makefile's recipes, and finds every `python train.py|evaluate.py|upsample.py ...
 compose API with its overrides (what `python X.py ... --cfg job` prints; nothing runs) and its
 config resolved; a multirun (`-m`, or a config that sets `hydra.mode: MULTIRUN`) is composed once
 per value of every swept setting, its own and those of the sweep config it selects
-(`hydra.sweeper.params`). Bench commands are parsed by `bench/cli.py`'s parser.
+(`hydra.sweeper.params`). Bench commands, and the `--flags` docs/performance.md and
+docs/inference.md name on their own, are parsed by `bench/cli.py`'s parser. Single overrides
+named in prose (`data.corpus.on_bad_file=skip`) must compose in one of the scripts (with one
+option of the group they lie in, if need be), and docs/training.md's config-group table must
+name every option of `conf/`.
 
 Placeholders (the rule, also in DEVELOPERS.md):
 - a value in capitals (`CKPT`, `RUN/checkpoints/best.ckpt`, `FILE`, `DATE`, `NAME`) or `...`
@@ -196,7 +200,7 @@ def commands_in_makefile(path: Path) -> list[Command]:
             current = None
     variables = _make_vars([ln for ln in lines if not ln.startswith("\t")])
 
-    def expand(text: str, env: dict[str, str], depth: int = 0) -> str:
+    def expand(text: str, env: dict[str, str]) -> str:
         for _ in range(10):
             new = re.sub(r"\$\(shell [^)]*\)", "DATE", text)
             new = re.sub(r"\$\(([A-Za-z_0-9]+)\)", lambda m: env.get(m.group(1), ""), new)
