@@ -131,6 +131,7 @@ def test_train_and_evaluate_console(tiny_corpus, tmp_path, capsys, caplog) -> No
     assert re.search(r"test: 2 files, [\d.]+ min, 1 speaker \(spk2\)", caplog.text)
     evaluate(eval_cfg([f"ckpt_path={tmp_path}/run/checkpoints/best.ckpt", "device=cpu",
                        "perceptual_metrics=false"], tmp_path / "eval"))
-    out = capsys.readouterr().out
+    out = capsys.readouterr().out.replace("\r", "\n")
     assert "Test metric" not in out and "test/snr" not in out
+    assert re.search(r"^Testing DataLoader 0: 100%.*\| 2/2 ", out, re.M), out  # train's bars
     assert out.rstrip().endswith("metrics.json")
