@@ -23,6 +23,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.inference import plan_chunks, super_resolve
 from audio_superres.models.base import CUBIC_CONTEXT, SuperResModel
 
@@ -104,6 +105,69 @@ def test_contract(name: str, ratio: int) -> None:
         assert snr_db(chunked.numpy(), whole) > 15
 
 
+def net_reach(model: SuperResModel, x: torch.Tensor, q: int) -> float:
+    """LR samples from HR output sample `q` to the farthest network input sample it depends on.
+
+    The support of d y[q] / d input: exact zeros outside the receptive field and non-zero products
+    inside it, so the result does not depend on how a CPU's kernels round (a threshold on the
+    difference of two outputs does: the far tails of a random-init net lie near 1e-13 of the
+    peak, where kernels disagree). The gradient is taken at the spline's output (HR), so the
+    spline's own reach (global, decaying) is left out: this is the net's reach.
+    """
+    captured: list[torch.Tensor] = []
+
+    def take(_module: torch.nn.Module, _args: object, out: torch.Tensor) -> torch.Tensor:
+        out = out.detach().requires_grad_(True)
+        captured.append(out)
+        return out
+
+    hooks = [
+        module.register_forward_hook(take)
+        for module in model.modules()
+        if isinstance(module, CubicUpsample)
+    ]
+    x = x.clone().requires_grad_(True)
+    try:
+        model(x)[0, q].backward()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    ratio = model.ratio
+    inputs = [(c.grad[0], ratio) for c in captured] or [(x.grad[0], 1)]
+    reach = 0.0
+    for grad, per_lr in inputs:
+        support = np.flatnonzero(grad.abs().numpy() > 0)
+        reach = max(reach, float(np.abs(support / per_lr - q / ratio).max()))
+    return reach
+
+
+class SplineThenConv(SuperResModel):
+    """A known receptive field: the spline, then one HR convolution of half-width `half`."""
+
+    def __init__(self, ratio: int, half: int) -> None:
+        super().__init__(ratio)
+        self.upsample = CubicUpsample(ratio)
+        self.conv = torch.nn.Conv1d(1, 1, 2 * half + 1, padding=half)
+
+    @property
+    def chunk_alignment(self) -> int:
+        return 1
+
+    @property
+    def context(self) -> int:
+        return CUBIC_CONTEXT
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.upsample(lr)[:, None])[:, 0]
+
+
+@pytest.mark.parametrize("ratio, half", [(2, 10), (4, 37), (3, 0)])
+def test_net_reach_measures_a_known_receptive_field(ratio: int, half: int) -> None:
+    model = SplineThenConv(ratio, half).double()
+    x = torch.randn(1, 200, dtype=torch.float64)
+    assert net_reach(model, x, 100 * ratio) == half / ratio
+
+
 @pytest.mark.parametrize("name", MODEL_CONFIGS)
 @pytest.mark.parametrize("ratio", [2, 4])
 def test_declared_context_covers_the_measured_receptive_field(name: str, ratio: int) -> None:
@@ -139,9 +203,11 @@ def test_declared_context_covers_the_measured_receptive_field(name: str, ratio: 
     assert delta.max() > 0
     outside = delta[distance > context].max()
     assert outside < 1e-8 * delta.max(), (name, ratio, context, outside / delta.max())
-    # the net's own reach (beyond the spline's) is not a gross over-estimate
-    reach = distance[delta > 1e-13 * delta.max()].max()  # double precision: tails count too
-    assert reach >= 0.5 * (context - CUBIC_CONTEXT), (name, ratio, context, reach)
+    # the net's own reach (beyond the spline's): covered by the declared context, and the
+    # declaration is not a gross over-estimate (measured: 80-99% of it for every model)
+    reach = net_reach(model, x, p * ratio)
+    declared = context - CUBIC_CONTEXT
+    assert 0.75 * declared <= reach <= declared, (name, ratio, context, reach)
 
 
 def test_the_lightning_module_refuses_a_model_outside_the_interface() -> None:
