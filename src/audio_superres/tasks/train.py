@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -18,6 +20,7 @@ from audio_superres.checkpoint import (
 from audio_superres.errors import ConfigError, PathNotFoundError, config_errors
 from audio_superres.inference import InferenceSettings
 from audio_superres.module import SuperResolutionModule
+from audio_superres.precision import PRECISIONS, PrecisionChoice, choose_precision
 from audio_superres.report.media import MediaLogger
 from audio_superres.report.results import format_table, write_results
 from audio_superres.runs import (
@@ -176,6 +179,29 @@ def optimized_metric(cfg: DictConfig) -> str:
     return str(cfg.get("optimized_metric") or "val/snr")
 
 
+def training_device(accelerator: object) -> torch.device:
+    """The device type Lightning's `accelerator` setting trains on (for the precision rule)."""
+    name = str(accelerator or "auto").lower()
+    if name in ("gpu", "cuda") or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    if name == "mps":
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def apply_precision(cfg: DictConfig) -> PrecisionChoice:
+    """Resolve `trainer.precision` (= the top-level `precision`: auto, 32 or bf16) to Lightning's
+    setting for the device it trains on; a Lightning-only value (e.g. 16-mixed) passes as it is."""
+    asked = cfg.trainer.get("precision", "32-true")
+    try:
+        choice = choose_precision(asked, training_device(cfg.trainer.get("accelerator")))
+    except ConfigError:
+        return PrecisionChoice(str(asked), "trainer.precision, passed to Lightning as it is")
+    with open_dict(cfg):
+        cfg.trainer.precision = choice.lightning
+    return choice
+
+
 def check_resumable(ckpt_path: str, cfg: DictConfig) -> None:
     """Read the checkpoint to resume from safely first (weights_only) and check that it is of
     this task, so a corrupt or foreign file is one clear line, not an unpickling traceback."""
@@ -228,6 +254,10 @@ def train(cfg: DictConfig) -> float:
     if isinstance(interval, int) and max_steps and 0 < max_steps < interval:
         with open_dict(cfg):
             cfg.trainer.val_check_interval = max_steps  # validate at least once
+    precision = apply_precision(cfg)
+    log.info("training %s", precision.describe())
+    if precision.name in PRECISIONS:  # validation and test in the arithmetic of training
+        module.inference = replace(module.inference, precision=precision.name)
     with config_errors("trainer"):
         trainer: L.Trainer = instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False
@@ -267,6 +297,7 @@ def train(cfg: DictConfig) -> float:
             "best_val_snr": best_score,
             "global_step": trainer.global_step,
             "seed": cfg.seed,
+            "precision": precision.name,
             "versions": versions,
         }
         if trainer.world_size > 1:

@@ -143,6 +143,7 @@ class Upsampler:
     overlap: int = DEFAULT_OVERLAP
     batch_size: int = DEFAULT_BATCH_SIZE
     device: str = "auto"
+    precision: str = "32"  # auto | 32 | bf16 (upsample.yaml: auto)
     lowpass_source: str = "the checkpoint's training filter"
 
     @property
@@ -176,6 +177,7 @@ class Upsampler:
             overlap=settings.overlap,
             batch_size=settings.batch_size,
             device=str(resolve_device(cfg.get("device", "auto"))),
+            precision=settings.precision,
         )
 
     @property
@@ -257,6 +259,7 @@ class Upsampler:
                         batch_size=self.batch_size,
                         device=self.device,
                         progress=progress,
+                        precision=self.precision,
                     )
         except AudioFileError:
             raise
