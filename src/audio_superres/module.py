@@ -249,7 +249,7 @@ class SuperResolutionModule(L.LightningModule):
     ) -> tuple[Tensor, Tensor]:
         """Crop HR to a multiple of the ratio and make its low-res input (the one definition)."""
         hr = crop_to_multiple(hr, self.ratio)
-        return hr, make_lowres(hr, self.ratio, self.lowpass, rng)
+        return hr, make_lowres(hr, self.ratio, self.lowpass, rng, sample_rate=self.sample_rate)
 
     def _rng(self, stage: str) -> np.random.Generator | None:
         """The generator for random filters: per training batch, reseeded for eval.
