@@ -281,10 +281,12 @@ def _robustness(
             "command": command_line(),
             "n_files": n_files,
             "data_root": str(corpus.root),
-            "test_speakers": corpus.test_speakers,
-            "file_choice": "every one" if all_files else (
-                f"the first of degradations.files={datamodule.test_max_files} chosen evenly "
-                "spaced over the sorted held-out list (data.test_max_files), before any score"
+            "test_speakers": list(corpus.test_speakers)
+            if isinstance(corpus.test_speakers, (list, tuple)) else corpus.test_speakers,
+            "file_choice": "all of them" if all_files else (
+                f"at most degradations.files={datamodule.test_max_files}, evenly spaced over the "
+                "sorted held-out list (data.test_max_files: the same files for every checkpoint, "
+                "chosen before any score)"
             ),
             "seconds": cost.seconds,
         }

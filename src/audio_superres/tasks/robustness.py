@@ -248,7 +248,7 @@ def draw_heatmaps(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> list[Path
             for i in range(data.shape[0]):
                 for j in range(data.shape[1]):
                     if np.isfinite(data[i, j]):
-                        ax.text(j, i, f"{data[i, j]:.1f}", ha="center", va="center", fontsize=7)
+                        ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=7)
         axes[0, 0].set_title(title, fontsize=10)
         fig.colorbar(im, ax=axes[:, 0].tolist())
         path = Path(out_dir) / name
