@@ -23,10 +23,12 @@ def test_the_committed_grid_has_every_condition_the_issue_lists() -> None:
     grid = OmegaConf.load(CONF_DIR / "degradations" / "robustness.yaml").degradations
     conditions = grid_conditions(grid)
     names = [c["name"] for c in conditions]
-    assert len(names) == len(set(names)) == 4 * 3 * 2 * 2 + 1 + 2 + 3
+    assert len(names) == len(set(names)) == 4 * 3 * 2 * 2 + 1 + 1 + 2 + 3
     specs = dict(parse_test_lowpass(conditions))
+    extra = {"chebyshev_reference", "none"}
     filters = [
-        s for s in specs.values() if s.kind not in ("none", "resample") and s.codec == "none"
+        s for n, s in specs.items()
+        if n not in extra and s.kind != "resample" and s.codec == "none"
     ]
     assert {(s.kind, s.order, s.cutoff, s.zero_phase) for s in filters} == {
         (f, o, c, z)
@@ -36,6 +38,7 @@ def test_the_committed_grid_has_every_condition_the_issue_lists() -> None:
         for z in (False, True)
     }
     assert specs["none"].kind == "none"
+    assert specs["chebyshev_reference"] == parse_test_lowpass(["chebyshev"])[0][1]
     assert sum(s.kind == "resample" for s in specs.values()) == 2
     assert sorted(s.bitrate_kbps for s in specs.values() if s.codec == "mp3") == [16, 32, 64]
     assert grid.files == 48
@@ -133,3 +136,14 @@ def test_degradations_and_test_lowpass_together_is_one_line(tiny_corpus, tiny_ck
         succeed=False,
     )
     assert "test_lowpass= and degradations= were both given" in proc.stderr
+
+
+def test_experiment_demo_robust_is_demo_apbwe_with_the_robust_degradations(tmp_path) -> None:
+    from .test_configs import compose_train
+
+    robust = OmegaConf.to_container(compose_train(["experiment=demo_robust"], tmp_path))
+    apbwe = OmegaConf.to_container(compose_train(["experiment=demo_apbwe"], tmp_path))
+    expected = OmegaConf.to_container(compose_train(["lowpass=robust"], tmp_path))["lowpass"]
+    assert robust["lowpass"] == expected and robust["lowpass"]["p_codec"] > 0
+    for key in ("model", "loss", "trainer", "data", "optimizer", "ratio", "sample_rate"):
+        assert robust[key] == apbwe[key], key
