@@ -87,9 +87,11 @@ def test_grid_csv_summary_and_heatmaps_from_a_tiny_checkpoint(tiny_corpus, tiny_
             f"data.root={tiny_corpus}",
             "data.test_speakers=[spk2]",
             f"data.cache_dir={tmp_path / 'cache'}",
+            "logger=wandb",
             f"hydra.run.dir={out}",
         ],
         cwd=tmp_path,
+        env={"WANDB_MODE": "offline", "HOME": str(tmp_path)},
     )
     assert "5 conditions x 1 held-out files" in proc.stdout
     assert "about" in proc.stdout and "min for the 5 conditions" in proc.stdout  # the cost
@@ -123,6 +125,13 @@ def test_grid_csv_summary_and_heatmaps_from_a_tiny_checkpoint(tiny_corpus, tiny_
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["by_lowpass"]) == [r["condition"] for r in rows]
+    # the same to W&B: the table, both heatmaps and the worst/mean gains on the run
+    (wandb_run,) = (out / "wandb").glob("offline-run-*")
+    media = wandb_run / "files" / "media"
+    assert len(list((media / "images" / "robustness").glob("robustness_*.png"))) == 2
+    table = next((media / "table" / "robustness").glob("table*.table.json"))
+    assert [r[0] for r in json.loads(table.read_text())["data"]] == [r["condition"] for r in rows]
+    assert b"robustness/worst_snr_gain" in next(wandb_run.glob("run-*.wandb")).read_bytes()
     assert metrics["by_lowpass"]["mp3_32kbps"]["lowpass_spec"]["codec"] == "mp3"
 
 

@@ -115,11 +115,12 @@ def robustness_rows(results: Sequence[FilterResult]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "condition": r.name,
             "kind": spec.kind,
-            "order": spec.order if spec.kind not in ("none", "resample") else "",
-            "cutoff": spec.cutoff if spec.kind != "none" else "",
-            "zero_phase": spec.zero_phase if spec.kind not in ("none", "resample") else "",
+            # None (a blank cell) where the setting does not apply
+            "order": spec.order if spec.kind not in ("none", "resample") else None,
+            "cutoff": spec.cutoff if spec.kind != "none" else None,
+            "zero_phase": spec.zero_phase if spec.kind not in ("none", "resample") else None,
             "codec": spec.codec,
-            "bitrate_kbps": spec.bitrate_kbps if spec.codec != "none" else "",
+            "bitrate_kbps": spec.bitrate_kbps if spec.codec != "none" else None,
             "n_files": r.summary["n_files"],
         }
         for k in METRICS:
@@ -217,7 +218,12 @@ def draw_heatmaps(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> list[Path
     import matplotlib.pyplot as plt
     import numpy as np
 
-    filters = [r for r in rows if r["order"] != "" and r["codec"] == "none"]
+    filters = [  # the family grid's conditions, by their names; `extra` ones go in the strip
+        r for r in rows
+        if r["order"] is not None and r["codec"] == "none"
+        and r["condition"] == filter_condition_name(r["kind"], r["order"], r["cutoff"],
+                                                    r["zero_phase"])
+    ]
     others = [r for r in rows if r not in filters]
     families = list(dict.fromkeys(r["kind"] for r in filters))
     cols = list(dict.fromkeys((r["order"], r["cutoff"], r["zero_phase"]) for r in filters))
@@ -269,7 +275,7 @@ def log_to_wandb(loggers: Sequence[Any], rows: Sequence[Mapping[str, Any]],
         import wandb
 
         cols = list(ROBUSTNESS_COLUMNS)
-        table = wandb.Table(columns=cols, data=[[r.get(c, "") for c in cols] for r in rows])
+        table = wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])
         payload: dict[str, Any] = {"robustness/table": table}
         for path in images:
             payload[f"robustness/{Path(path).stem}"] = wandb.Image(str(path))
