@@ -185,11 +185,12 @@ def format_mismatch(results: Sequence[FilterResult]) -> str:
     columns = mismatch_columns(results)
     keys = [c.split("_", 1)[1] for c in columns if c.startswith("model_")]
     keys = [k for k in keys if k != "lsd_paper"]
-    lines = [f"{'test filter':<14}{'':<7}" + "".join(f"{METRIC_LABELS[k]:>13}" for k in keys)]
+    width = max([14, *(len(r.name) + 2 for r in results)])
+    lines = [f"{'test filter':<{width}}{'':<7}" + "".join(f"{METRIC_LABELS[k]:>13}" for k in keys)]
     for row in mismatch_rows(results):
         for who in ("model", "cubic"):
             name = row["test_lowpass"] if who == "model" else ""
             lines.append(
-                f"{name:<14}{who:<7}" + "".join(f"{row[f'{who}_{k}']:>13.3f}" for k in keys)
+                f"{name:<{width}}{who:<7}" + "".join(f"{row[f'{who}_{k}']:>13.3f}" for k in keys)
             )
     return "\n".join(lines)
