@@ -157,7 +157,8 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any])
         f"- checkpoint: `{meta['checkpoint']}`",
         f"- command: `{meta['command']}`",
         f"- files: {meta['n_files']} held-out files of `{meta['data_root']}` "
-        f"(test speakers {meta['test_speakers']}), {meta['file_choice']}",
+        f"(test speakers {meta['test_speakers']}), {meta['file_choice']}; each file's scores "
+        "under the first condition: per_file.csv",
         f"- conditions: {len(rows)} ({meta['grid_description']}); every low-res input made by "
         "`make_lowres`, seed "
         f"{meta['seed']}; ratio {meta['ratio']}, {meta['sample_rate']} Hz",
