@@ -68,6 +68,7 @@ def tiny_ckpt(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_grid_csv_summary_and_heatmaps_from_a_tiny_checkpoint(tiny_corpus, tiny_ckpt, tmp_path):
     out = tmp_path / "eval"
     proc = run(
@@ -135,6 +136,7 @@ def test_grid_csv_summary_and_heatmaps_from_a_tiny_checkpoint(tiny_corpus, tiny_
     assert metrics["by_lowpass"]["mp3_32kbps"]["lowpass_spec"]["codec"] == "mp3"
 
 
+@pytest.mark.slow
 def test_degradations_and_test_lowpass_together_is_one_line(tiny_corpus, tiny_ckpt, tmp_path):
     proc = run(
         [str(REPO / "evaluate.py"), f"ckpt_path={tiny_ckpt}", "degradations=robustness",
