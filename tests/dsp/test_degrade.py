@@ -17,7 +17,13 @@ from scipy import signal
 
 from audio_superres.dsp.blockwise import lowpass_context
 from audio_superres.dsp.degrade import mp3_delay, mp3_roundtrip, poly_taps, resample_down
-from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec, draw_lowpass_specs, make_lowres
+from audio_superres.dsp.lowpass import (
+    LowpassSpec,
+    as_lowpass_spec,
+    check_sample_rate,
+    draw_lowpass_specs,
+    make_lowres,
+)
 from audio_superres.module import SuperResolutionModule
 
 from ..conftest import CONF_DIR, voiced_signal
@@ -245,3 +251,14 @@ def test_bad_degradation_settings_name_the_setting() -> None:
         LowpassSpec("random", codec="mp3")
     with pytest.raises(ValueError, match="codec 'aac'"):
         LowpassSpec("chebyshev", codec="aac")
+    # a codec the run's rate cannot carry stops the run when it starts, naming the setting
+    robust = as_lowpass_spec(lowpass_config("robust"))
+    check_sample_rate(robust, SR)
+    with pytest.raises(ValueError, match="codec_bitrates: MP3 bitrate 16 kbps .* 48000 Hz"):
+        check_sample_rate(robust, 48000)
+    with pytest.raises(ValueError, match="bitrate_kbps: MP3 cannot code 96000 Hz"):
+        check_sample_rate(LowpassSpec("none", codec="mp3"), 96000)
+    check_sample_rate(LowpassSpec("random", codec_bitrates=[16]), 48000)  # p_codec 0: no codec
+    with pytest.raises(ValueError, match="codec_bitrates"):
+        SuperResolutionModule(model={"_target_": "audio_superres.models.CubicBaseline",
+                                     "ratio": 4}, ratio=4, sample_rate=48000, lowpass=robust)

@@ -33,6 +33,7 @@ from torch import Tensor
 
 __all__ = [
     "CODECS",
+    "check_mp3_bitrate",
     "MP3_SAMPLE_RATES",
     "RESAMPLERS",
     "mp3_bitrate_range",
@@ -125,13 +126,19 @@ def mp3_bitrate_range(sample_rate: int) -> tuple[int, int]:
     return (8, 64)
 
 
-def _compression_level(sample_rate: int, bitrate_kbps: float) -> float:
+def check_mp3_bitrate(sample_rate: int, bitrate_kbps: float) -> tuple[int, int]:
+    """ValueError unless layer III codes `sample_rate` at `bitrate_kbps`; its bitrate range."""
     lo, hi = mp3_bitrate_range(sample_rate)
     if not lo <= bitrate_kbps <= hi:
         raise ValueError(
             f"MP3 bitrate {bitrate_kbps:g} kbps is outside layer III's {lo}-{hi} kbps at "
             f"{sample_rate} Hz"
         )
+    return lo, hi
+
+
+def _compression_level(sample_rate: int, bitrate_kbps: float) -> float:
+    lo, hi = check_mp3_bitrate(sample_rate, bitrate_kbps)
     # libsndfile: bitrate = int(hi - level * (hi - lo)), then LAME takes the nearest CBR rate;
     # half a kbps of margin keeps the truncation on the asked rate (level 1.0 is refused)
     return float(min(max((hi - bitrate_kbps - 0.5) / (hi - lo), 0.0), 1.0 - 0.25 / (hi - lo)))

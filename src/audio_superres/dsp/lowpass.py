@@ -24,13 +24,20 @@ import torchaudio.functional as AF
 from scipy import signal
 from torch import Tensor
 
-from audio_superres.dsp.degrade import CODECS, RESAMPLERS, codec_rows, resample_down
+from audio_superres.dsp.degrade import (
+    CODECS,
+    RESAMPLERS,
+    check_mp3_bitrate,
+    codec_rows,
+    resample_down,
+)
 
 __all__ = [
     "DESIGNED_KINDS",
     "LOWPASS_KINDS",
     "LowpassSpec",
     "as_lowpass_spec",
+    "check_sample_rate",
     "draw_lowpass_specs",
     "crop_to_multiple",
     "lowpass_sos",
@@ -286,6 +293,22 @@ def as_lowpass_spec(lowpass: str | LowpassSpec | Mapping[str, Any]) -> LowpassSp
     raise TypeError(
         f"lowpass must be a kind name, a LowpassSpec or a mapping, got {type(lowpass).__name__}"
     )
+
+
+def check_sample_rate(spec: LowpassSpec, sample_rate: int) -> None:
+    """ValueError when a codec of `spec` (its own, or any a "random" spec can draw) cannot code
+    audio at `sample_rate`: checked when a run starts, not at the first coded batch."""
+    try:
+        if spec.codec != "none":
+            check_mp3_bitrate(sample_rate, spec.bitrate_kbps)
+    except ValueError as exc:
+        raise ValueError(f"lowpass bitrate_kbps: {exc}") from None
+    try:
+        if spec.kind == "random" and spec.p_codec > 0:
+            for bitrate in spec.codec_bitrates:
+                check_mp3_bitrate(sample_rate, bitrate)
+    except ValueError as exc:
+        raise ValueError(f"lowpass codec_bitrates: {exc}") from None
 
 
 def _check_ratio(ratio: int) -> int:

@@ -18,6 +18,7 @@ from audio_superres.checkpoint import (
     instantiate_trusted,
     load_checkpoint,
 )
+from audio_superres.dsp.lowpass import check_sample_rate
 from audio_superres.errors import ConfigError, DataError, config_errors
 from audio_superres.module import SuperResolutionModule, module_from_checkpoint
 from audio_superres.report.page import evaluation_page
@@ -28,7 +29,11 @@ from audio_superres.runs import (
     library_versions,
     single_lightning_log,
 )
-from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
+from audio_superres.tasks.mismatch import (
+    format_mismatch,
+    parse_test_lowpass,
+    score_under_filters,
+)
 from audio_superres.tasks.perceptual import perceptual_callbacks
 from audio_superres.tasks.robustness import (
     CostReport,
@@ -261,6 +266,11 @@ def _robustness(
     loggers: list[Any],
 ) -> dict[str, Any]:
     """The robustness benchmark (`degradations=...`): mismatch.csv, robustness.csv, summary.md."""
+    for name, spec in parse_test_lowpass(conditions):
+        try:
+            check_sample_rate(spec, module.sample_rate)
+        except ValueError as exc:
+            raise ConfigError(f"degradations: condition {name}: {exc}") from None
     n_files = len(datamodule.test_indices)
     print(
         f"robustness grid {grid.get('name', '')}: {len(conditions)} conditions x {n_files} "
