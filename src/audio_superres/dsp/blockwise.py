@@ -179,6 +179,7 @@ class ResampledReader(_BlockReader):
             raise ValueError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
         g = gcd(int(orig_sr), int(target_sr))
         self.orig_sr, self.target_sr = int(orig_sr), int(target_sr)
+        self.samplerate = self.target_sr  # as soundfile.SoundFile and FileReader name it
         self.up, self.down = self.target_sr // g, self.orig_sr // g
         n_in = self._src_end
         self.frames = -(-n_in * self.up // self.down)  # resample_poly: ceil(n * up / down)
@@ -234,7 +235,10 @@ class LowresReader(_BlockReader):
         super().__init__(source)
         self.ratio = int(ratio)
         self.spec = as_lowpass_spec(lowpass)
-        self.sample_rate = sample_rate
+        # the codec needs the high-res rate: given, or the source's (FileReader, ResampledReader)
+        self.sample_rate = sample_rate if sample_rate is not None else getattr(
+            source, "samplerate", None
+        )
         self.hr_frames = self._src_end - self._src_end % self.ratio
         self.frames = self.hr_frames // self.ratio
         self.block = max(1, BLOCK // self.ratio if block is None else block)  # LR frames
