@@ -13,7 +13,13 @@ from torch import Tensor, nn
 
 from audio_superres.checkpoint import instantiate_trusted
 from audio_superres.dsp.cubic import CubicUpsample
-from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec, crop_to_multiple, make_lowres
+from audio_superres.dsp.lowpass import (
+    LowpassSpec,
+    as_lowpass_spec,
+    check_sample_rate,
+    crop_to_multiple,
+    make_lowres,
+)
 from audio_superres.errors import ConfigError
 from audio_superres.inference import InferenceSettings, super_resolve
 from audio_superres.losses import Spectrum, loss_components
@@ -179,6 +185,7 @@ class SuperResolutionModule(L.LightningModule):
         self.ratio = int(ratio)
         self.sample_rate = int(sample_rate)
         self.lowpass = as_lowpass_spec(lowpass)
+        check_sample_rate(self.lowpass, self.sample_rate)
         objective = dict(objective or DEFAULT_OBJECTIVE)
         optimizer = dict(optimizer or DEFAULT_OPTIMIZER)
         self.save_hyperparameters(
@@ -249,7 +256,7 @@ class SuperResolutionModule(L.LightningModule):
     ) -> tuple[Tensor, Tensor]:
         """Crop HR to a multiple of the ratio and make its low-res input (the one definition)."""
         hr = crop_to_multiple(hr, self.ratio)
-        return hr, make_lowres(hr, self.ratio, self.lowpass, rng)
+        return hr, make_lowres(hr, self.ratio, self.lowpass, rng, sample_rate=self.sample_rate)
 
     def _rng(self, stage: str) -> np.random.Generator | None:
         """The generator for random filters: per training batch, reseeded for eval.

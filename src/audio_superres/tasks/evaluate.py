@@ -18,6 +18,7 @@ from audio_superres.checkpoint import (
     instantiate_trusted,
     load_checkpoint,
 )
+from audio_superres.dsp.lowpass import check_sample_rate
 from audio_superres.errors import ConfigError, DataError, config_errors
 from audio_superres.module import SuperResolutionModule, module_from_checkpoint
 from audio_superres.report.page import evaluation_page
@@ -28,8 +29,20 @@ from audio_superres.runs import (
     library_versions,
     single_lightning_log,
 )
-from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
+from audio_superres.tasks.mismatch import (
+    format_mismatch,
+    parse_test_lowpass,
+    score_under_filters,
+)
 from audio_superres.tasks.perceptual import perceptual_callbacks
+from audio_superres.tasks.robustness import (
+    CostReport,
+    command_line,
+    grid_conditions,
+    grid_description,
+    grid_files,
+)
+from audio_superres.tasks.robustness import finish as finish_robustness
 from audio_superres.tasks.train import inference_settings, instantiate_group
 from audio_superres.utils import ensure_writable_dir
 
@@ -168,6 +181,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             datamodule = instantiate_data(data_cfg, str(cfg.ckpt_path))
         else:  # the user's own config, as in train.py
             datamodule = instantiate(data_cfg)
+    grid = _plain(cfg.get("degradations"))
+    conditions = None
+    if grid:
+        if cfg.get("test_lowpass"):
+            raise ConfigError(
+                "test_lowpass= and degradations= were both given: the robustness grid is its own "
+                "list of test conditions; drop one"
+            )
+        conditions = grid_conditions(grid)
+        files = grid_files(grid)
+        if files is not None:  # a fixed subset: evenly spaced over the sorted held-out files
+            datamodule.test_max_files = files
     datamodule.prepare_data()
     datamodule.setup("test")
     if not datamodule.test_indices:
@@ -202,6 +227,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "versions": versions,
     }
+    if conditions is not None:
+        return _robustness(cfg, trainer, module, datamodule, conditions, grid, output_dir, meta,
+                           loggers)
     if cfg.get("test_lowpass"):
         # the filter-mismatch study: one test per filter, mismatch.csv beside metrics.json
         try:
@@ -224,3 +252,62 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print(format_table(module.test_summary))
     print(path)
     return {"metrics_path": str(path), **module.test_summary}
+
+
+def _robustness(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: SuperResolutionModule,
+    datamodule: L.LightningDataModule,
+    conditions: list[dict[str, Any]],
+    grid: dict[str, Any],
+    output_dir: Path,
+    meta: dict[str, Any],
+    loggers: list[Any],
+) -> dict[str, Any]:
+    """The robustness benchmark (`degradations=...`): mismatch.csv, robustness.csv, summary.md."""
+    for name, spec in parse_test_lowpass(conditions):
+        try:
+            check_sample_rate(spec, module.sample_rate)
+        except ValueError as exc:
+            raise ConfigError(f"degradations: condition {name}: {exc}") from None
+    n_files = len(datamodule.test_indices)
+    print(
+        f"robustness grid {grid.get('name', '')}: {len(conditions)} conditions x {n_files} "
+        f"held-out files = {len(conditions) * n_files} file scorings (model and cubic)",
+        flush=True,
+    )
+    cost = CostReport(len(conditions), n_files)
+    try:
+        path, results = score_under_filters(
+            trainer, module, datamodule, conditions, output_dir, meta, on_result=cost
+        )
+        corpus = datamodule.corpus
+        all_files = datamodule.test_max_files is None
+        summary_meta = {
+            **meta,
+            "grid_name": grid.get("name", "degradations"),
+            "grid_description": grid_description(grid),
+            "command": command_line(),
+            "n_files": n_files,
+            "data_root": str(corpus.root),
+            "test_speakers": list(corpus.test_speakers)
+            if isinstance(corpus.test_speakers, (list, tuple)) else corpus.test_speakers,
+            "file_choice": "all of them" if all_files else (
+                f"at most degradations.files={datamodule.test_max_files}, evenly spaced over the "
+                "sorted held-out list (data.test_max_files: the same files for every checkpoint, "
+                "chosen before any score)"
+            ),
+            "seconds": cost.seconds,
+        }
+        summary = finish_robustness(output_dir, results, summary_meta, loggers)
+    finally:
+        finish_wandb()
+    print(format_mismatch(results))
+    print(
+        f"worst condition {summary['worst_condition']}: SNR gain {summary['worst_snr_gain']:+.2f} "
+        f"dB; mean over {summary['n_conditions']}: {summary['mean_snr_gain']:+.2f} dB; "
+        f"{cost.seconds / 60:.1f} min"
+    )
+    print(output_dir / "summary.md")
+    return {"metrics_path": str(path), **summary, **results[0].summary}
