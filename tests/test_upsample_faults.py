@@ -70,7 +70,7 @@ def _good(path: Path, seconds: float = 0.2, sr: int = LR, seed: int = 0, channel
     rng = np.random.default_rng(seed)
     x = np.stack([voiced_signal(rng, seconds, sr) for _ in range(channels)], axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, x, sr, subtype="FLOAT")
+    sf.write(path, x, sr, subtype="FLOAT" if path.suffix.lower() == ".wav" else None)
     return path
 
 
@@ -150,3 +150,150 @@ def test_frames_missing_behind_the_header_are_truncation_on_both_paths(tmp_path,
     for read in (read_audio, _stream_all):
         with pytest.raises(AudioFileError, match=f"{path}: truncated file .*declares 800 frames"):
             read(path)
+
+
+# --------------------------------------------------------------------------------------------
+# item 1: no input is ever written over
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "layout", ["same folder", "dotdot", "symlinked folder", "symlinked file", "flac to flac",
+               "hard link"],
+)  # fmt: skip
+def test_an_input_is_never_written_over(ckpt: Path, tmp_path: Path, layout: str) -> None:
+    """Promise: no input is ever written over, whatever the paths: upsample.py refuses with one
+    line naming the input before anything is written."""
+    same = tmp_path / "same"
+    ext = "flac" if layout == "flac to flac" else "wav"
+    x = _good(same / f"x.{ext}")
+    src, dst, fmt = x, same, ext
+    if layout == "dotdot":
+        (same / "sub").mkdir()
+        dst = same / "sub" / ".."
+    elif layout == "symlinked folder":
+        (tmp_path / "link").symlink_to(same)
+        dst = tmp_path / "link"
+    elif layout == "symlinked file":
+        (tmp_path / "other").mkdir()
+        src = tmp_path / "other" / f"x.{ext}"
+        src.symlink_to(x)
+        dst = tmp_path / "other"
+    elif layout == "hard link":
+        (tmp_path / "out").mkdir()
+        os.link(x, tmp_path / "out" / "x.wav")
+        dst = tmp_path / "out"
+    before = _snapshot(tmp_path)
+    with pytest.raises(UserFacingError) as info:
+        upsample(_cfg(ckpt, src, dst, format=fmt))
+    message = str(info.value)
+    assert "would be written over this input" in message and "\n" not in message
+    assert _snapshot(tmp_path) == before  # nothing written, nothing changed
+
+
+def test_a_folder_given_as_input_and_output_is_named_as_such(ckpt: Path, tmp_path: Path) -> None:
+    """Promise: a folder that is both input and output gets a message saying so (not 'no audio
+    files found'), before anything is written; a link to it or `dir/.` is the same folder."""
+    d = tmp_path / "d"
+    _good(d / "x.wav")
+    (tmp_path / "alias").symlink_to(d)
+    before = _snapshot(tmp_path)
+    for out in (d, d / ".", tmp_path / "alias"):
+        with pytest.raises(UserFacingError, match="the output folder is the input folder"):
+            upsample(_cfg(ckpt, d, out))
+    assert _snapshot(tmp_path) == before
+
+
+def test_output_inside_the_input_folder_does_not_take_earlier_outputs_as_inputs(ckpt, tmp_path):
+    """Promise: an output folder inside the input folder works, and a second run does not
+    super-resolve the first run's outputs; if only outputs are there, the message says so."""
+    d = tmp_path / "d"
+    _good(d / "x.wav")
+    for _ in range(2):
+        upsample(_cfg(ckpt, d, d / "out"))
+    assert sorted(p.relative_to(d).as_posix() for p in d.rglob("*.wav")) == ["out/x.wav", "x.wav"]
+    (d / "x.wav").unlink()
+    with pytest.raises(UserFacingError, match="no audio files found outside the output folder"):
+        upsample(_cfg(ckpt, d, d / "out"))
+
+
+def test_two_inputs_with_one_output_name_are_refused_before_writing(ckpt, tmp_path) -> None:
+    """Promise: a.wav and a.flac (one output name) are refused, naming both, before anything
+    is written: one would silently replace the other."""
+    src = tmp_path / "in"
+    _good(src / "a.wav")
+    sf.write(src / "a.flac", np.zeros(400), LR)
+    with pytest.raises(UserFacingError, match=r"a\.wav and .*a\.flac would both be written"):
+        upsample(_cfg(ckpt, src, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# item 2: a folder run processes every good file
+
+
+def _mixed_folder(src: Path) -> None:
+    _good(src / "a_good.wav", seed=1)
+    _write_bad("nan", src / "m_bad.wav")
+    _write_bad("empty", src / "n_bad.wav")
+    _good(src / "z_good.wav", seed=2)
+
+
+def test_bad_files_are_named_listed_and_every_good_file_is_processed(ckpt, tmp_path, caplog):
+    """Promise: a folder run processes every good file; each bad one is named in one line with
+    its reason and listed in OUTPUT/failed.csv, and the run ends with a one-line error (exit
+    status 1) naming the report."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    _mixed_folder(src)
+    with caplog.at_level("WARNING"), pytest.raises(UserFacingError) as info:
+        upsample(_cfg(ckpt, src, out))
+    assert sorted(p.name for p in out.glob("*.wav")) == ["a_good.wav", "z_good.wav"]
+    assert str(info.value).startswith(f"{out / 'failed.csv'}: 2 of 4 file(s) could not")
+    rows = list(csv.DictReader((out / "failed.csv").open()))
+    assert [(Path(r["input"]).name, r["reason"].split(" (")[0]) for r in rows] == [
+        ("m_bad.wav", "contains non-finite samples"), ("n_bad.wav", "cannot decode audio")]
+    warned = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(warned) == 2 and all("\n" not in w for w in warned)
+    assert str(src / "m_bad.wav") in warned[0] and str(src / "n_bad.wav") in warned[1]
+
+
+def test_on_bad_file_error_stops_at_the_first_bad_file(ckpt, tmp_path) -> None:
+    """Promise: stopping at the first bad file is one setting away (on_bad_file=error, the data
+    configs' vocabulary); an unknown value lists the valid ones."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    _mixed_folder(src)
+    with pytest.raises(AudioFileError, match=f"{src / 'm_bad.wav'}: contains non-finite"):
+        upsample(_cfg(ckpt, src, out, on_bad_file="error"))
+    assert sorted(p.name for p in out.glob("*.wav")) == ["a_good.wav"]
+    with pytest.raises(UserFacingError, match="on_bad_file must be one of error, skip"):
+        upsample(_cfg(ckpt, src, out, on_bad_file="stop"))
+
+
+def test_cli_folder_with_bad_files_exits_non_zero_with_one_line_each(ckpt, tmp_path) -> None:
+    """Promise (what a script sees): exit status 1, one stderr line per bad file, the output
+    folder on stdout, the last line naming failed.csv, and no traceback."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    _mixed_folder(src)
+    proc = _run_cli(ckpt, src, out, tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"Error: {out / 'failed.csv'}: 2 of 4")
+    lines = (proc.stdout + proc.stderr).splitlines()  # Hydra's log goes to the console
+    for name in ("m_bad.wav", "n_bad.wav"):
+        assert sum(f"skipped: {src / name}: " in line for line in lines) == 1
+    assert (out / "z_good.wav").is_file()
+
+
+def _run_cli(ckpt: Path, src: Path, out: Path, tmp_path: Path, *extra: str, **popen):
+    args = [sys.executable, str(REPO / "upsample.py"), f"ckpt_path={ckpt}", f"input={src}",
+            f"output={out}", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}", *extra]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["PYTHONUNBUFFERED"] = "1"
+    if popen:
+        return subprocess.Popen(args, env=env, text=True, stdin=subprocess.DEVNULL, **popen)
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)  # fmt: skip

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 __all__ = [
     "ConfigError",
     "DataError",
+    "INTERRUPTED",
     "OutputError",
     "PathNotFoundError",
     "UserFacingError",
@@ -30,6 +32,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
+INTERRUPTED_STATUS = 130  # what a shell reports for a command stopped by Ctrl-C (128 + SIGINT)
+INTERRUPTED = (
+    "stopped by Ctrl-C; every file already written is complete (each is written to a "
+    "temporary name and renamed into place) and nothing half-written remains"
+)
 
 
 class UserFacingError(Exception):
@@ -73,9 +80,17 @@ def run_task(task: Callable[[Any], R], cfg: Any) -> R:
 
     In a multirun the error is logged and re-raised, so that Hydra marks that job as failed
     while the sweep runs every other job. HYDRA_FULL_ERROR=1 keeps the full traceback.
+    Ctrl-C (KeyboardInterrupt) is one line too, `Interrupted: <what was finished>` (the
+    interrupt's own message when the task gave one, else `INTERRUPTED`), exit status 130.
     """
     try:
         return task(cfg)
+    except KeyboardInterrupt as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Interrupted: {one_line(exc) if str(exc).strip() else INTERRUPTED}",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(INTERRUPTED_STATUS) from None
     except UserFacingError as exc:
         message = one_line(exc)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
