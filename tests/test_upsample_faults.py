@@ -297,3 +297,247 @@ def _run_cli(ckpt: Path, src: Path, out: Path, tmp_path: Path, *extra: str, **po
         return subprocess.Popen(args, env=env, text=True, stdin=subprocess.DEVNULL, **popen)
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300,
                           stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# item 4: one line for every failure a user can cause
+
+
+def _one_line_error(task, cfg) -> str:
+    """What the user sees: run_task's one line (SystemExit with the message), no traceback."""
+    with pytest.raises(SystemExit) as info:
+        run_task(task, cfg)
+    message = str(info.value.code)
+    assert message.startswith("Error: ") and "\n" not in message, message
+    return message
+
+
+def test_checkpoint_storing_ratio_zero_is_one_line_naming_it(ckpt, tmp_path, monkeypatch):
+    """Promise: a checkpoint whose stored ratio is 0 is one line naming the checkpoint, in
+    upsample.py and evaluate.py (not a ZeroDivisionError)."""
+    from audio_superres.tasks.evaluate import build_for_evaluation
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    module = SuperResolutionModule(model=MODEL, ratio=4, sample_rate=16000)
+    zero = _save(module, tmp_path / "zero.ckpt", ratio=0)
+    x = _good(tmp_path / "in" / "x.wav")
+    message = _one_line_error(upsample, _cfg(zero, x, tmp_path / "out"))
+    assert message.startswith(f"Error: {zero}: the checkpoint stores ratio=0")
+    cfg = OmegaConf.create({"ckpt_path": str(zero), "ratio": None, "sample_rate": None})
+    with pytest.raises(UserFacingError, match=f"{zero}: the checkpoint stores ratio=0"):
+        build_for_evaluation(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def _wrong_shapes(tmp_path: Path) -> Path:
+    """A checkpoint whose weights belong to a wider model than its stored config says."""
+    wide = SuperResolutionModule(model={**MODEL, "filters": [16, 16]}, ratio=4, sample_rate=16000)
+    narrow = SuperResolutionModule(model=MODEL, ratio=4, sample_rate=16000)
+    path = tmp_path / "mismatch.ckpt"
+    torch.save({"state_dict": wide.state_dict(), "hyper_parameters": dict(narrow.hparams)}, path)
+    return path
+
+
+def test_checkpoint_with_weights_of_the_wrong_shapes_is_one_line(tmp_path, monkeypatch) -> None:
+    """Promise: weights that do not fit the checkpoint's model (size mismatch) are one line
+    naming the checkpoint and the first tensor, in upsample.py and evaluate.py."""
+    from audio_superres.tasks.evaluate import build_for_evaluation
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    bad = _wrong_shapes(tmp_path)
+    x = _good(tmp_path / "in" / "x.wav")
+    message = _one_line_error(upsample, _cfg(bad, x, tmp_path / "out"))
+    assert message.startswith(f"Error: {bad}: the checkpoint's weights do not fit its model (")
+    assert "has shape [16, " in message
+    cfg = OmegaConf.create({"ckpt_path": str(bad), "ratio": None, "sample_rate": None,
+                            "data": {"_target_": "unused"}})  # fmt: skip
+    with pytest.raises(UserFacingError, match=f"{bad}: the checkpoint's weights do not fit"):
+        build_for_evaluation(cfg)
+
+
+def test_resuming_training_from_weights_of_other_shapes_is_one_line(tmp_path, tiny_corpus):
+    """Promise: train.py ckpt_path= with weights of other shapes than the configured model is
+    one line naming the checkpoint, before any training step."""
+    from audio_superres.tasks.train import train
+
+    from .test_configs import compose_train
+
+    wide = SuperResolutionModule(
+        model={**MODEL, "filters": [16, 16], "kernels": [9, 5], "bottleneck_filters": 16},
+        ratio=4, sample_rate=16000, lowpass="chebyshev",
+    )  # fmt: skip
+    path = tmp_path / "wide.ckpt"
+    torch.save({"state_dict": wide.state_dict(), "hyper_parameters": dict(wide.hparams)}, path)
+    cfg = compose_train(
+        ["data=folder", f"data.root={tiny_corpus}", "data.test_speakers=[spk2]", "logger=none",
+         "trainer=cpu", f"ckpt_path={path}", "model.filters=[8,16]", "model.kernels=[9,5]",
+         "model.bottleneck_filters=16"],
+        tmp_path,
+    )  # fmt: skip
+    with pytest.raises(UserFacingError) as info:
+        train(cfg)
+    assert str(info.value).startswith(f"{path}: the checkpoint's weights do not fit")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [({"ratio": "four"}, "ratio=four is not a positive whole number"),
+     ({"sample_rate": "-16000"}, "sample_rate=-16000 is not a positive whole number"),
+     ({"device": "foo"}, "device must be one of auto, cpu, cuda (or cuda:N); got device=foo"),
+     ({"device": "cuda"}, "device=cuda was asked for, but no CUDA device is available"),
+     ({"format": "mp3"}, "format must be one of wav, flac"),
+     ({"peak": "loud"}, "peak must be one of warn, clip, normalize"),
+     ({"input_kind": "mid"}, "input_kind must be 'lr' or 'hr'"),
+     ({"inference": {"chunk": 8, "overlap": 6, "batch_size": 1}}, "overlap=6 is more than half of chunk=8")],
+)  # fmt: skip
+def test_bad_settings_are_one_line_naming_the_setting(ckpt, tmp_path, monkeypatch, setting,
+                                                      expected):  # fmt: skip
+    """Promise: a setting that cannot work (ratio=four, device=cuda without CUDA, device=foo,
+    an unknown format/peak/input_kind, an impossible chunk plan) is one line naming it, and
+    nothing is written."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    x = _good(tmp_path / "in" / "x.wav")
+    message = _one_line_error(upsample, _cfg(ckpt, x, tmp_path / "out", **setting))
+    assert expected in message, message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_report_page_is_written_for_one_and_three_frame_inputs(ckpt, tmp_path, frames) -> None:
+    """Promise: report=true with a 1- or 3-frame input still writes index.html, with the
+    file on it (no scipy traceback after the WAVs are written)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "tiny.wav", 0.1 * np.ones(frames, np.float32), LR, subtype="FLOAT")
+    _good(src / "normal.wav")
+    out = tmp_path / "out"
+    upsample(_cfg(ckpt, src, out, report=True))
+    assert sf.info(out / "tiny.wav").frames == 4 * frames
+    page = (out / "report" / "index.html").read_text()
+    assert "tiny.wav" in page and "normal.wav" in page
+
+
+def test_evaluating_a_folder_whose_every_file_was_skipped_says_so(tmp_path: Path) -> None:
+    """Promise: evaluate.py on a folder where every file was skipped as unreadable says that
+    (with the cache's report), not 'too short, or no file of test_speakers'."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from audio_superres.tasks.evaluate import evaluate
+
+    from .conftest import CONF_DIR
+
+    root = tmp_path / "corpus"
+    _write_bad("nan", root / "spk" / "a.wav")
+    _write_bad("empty", root / "spk" / "b.wav")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[
+            "model=cubic", "data=folder", f"data.root={root}", "data.test_speakers=*",
+            "+data.corpus.on_bad_file=skip", "ratio=4", "sample_rate=16000", "device=cpu",
+            f"data.cache_dir={tmp_path}/cache", "logger=none"])  # fmt: skip
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "eval")
+    with pytest.warns(UserWarning), pytest.raises(UserFacingError) as info:
+        evaluate(cfg)
+    message = str(info.value)
+    assert "all 2 audio file(s) were skipped as unreadable" in message, message
+    assert "report.json" in message and "\n" not in message
+
+
+def test_ctrl_c_is_one_line_and_leaves_nothing_half_written(ckpt, tmp_path) -> None:
+    """Promise: Ctrl-C (SIGINT) ends upsample.py with one line saying how many files were
+    finished and that nothing half-written remains, exit status 130, no traceback; and no
+    partial output or temporary is left."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(60):
+        _good(src / f"f{i:02d}.wav", seconds=1.0, seed=i)
+    proc = _run_cli(ckpt, src, out, tmp_path, "inference.chunk=256", "inference.overlap=64",
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 240  # a bound on a hung test, not a timing check
+    while not (out / "f00.wav").exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "upsample.py never wrote its first file"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("Interrupted: ") and "of 60 file(s) were finished" in last, last
+    assert "no half-written file remains" in last
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporaries
+    for wav in out.glob("*.wav"):  # every output there is complete
+        assert sf.info(wav).frames == 4 * LR
+
+
+# --------------------------------------------------------------------------------------------
+# item 5: loud output is named
+
+
+@pytest.fixture
+def loud_ckpt(tmp_path: Path) -> Path:
+    """A checkpoint whose output sits far beyond full scale (a DC offset of 3 from its last
+    layer's bias), as a mismatched input can drive a real model."""
+    torch.manual_seed(0)
+    module = SuperResolutionModule(model=MODEL, ratio=4, sample_rate=16000)
+    with torch.no_grad():
+        module.model.final.bias.fill_(3.0)
+    return _save(module, tmp_path / "loud.ckpt")
+
+
+@pytest.mark.parametrize(("fmt", "peak"), [("wav", "warn"), ("flac", "warn"), ("wav", "clip"),
+                                           ("flac", "normalize"), ("wav", "normalize")])
+def test_output_beyond_full_scale_is_named_per_file(loud_ckpt, tmp_path, caplog, fmt, peak):
+    """Promise: an output whose peak exceeds full scale is named per file with its peak and
+    how many dB over; float WAV keeps it (peak=warn), FLAC never clips silently (the clipped
+    samples are counted), peak=clip clips, peak=normalize scales the file to full scale."""
+    src = tmp_path / "in"
+    _good(src / "a.wav", seed=1)
+    _good(src / "b.wav", seed=2)
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        upsample(_cfg(loud_ckpt, src, out, format=fmt, peak=peak))
+    lines = [r.getMessage() for r in caplog.records if "above full scale" in r.getMessage()]
+    assert len(lines) == 2 and all("\n" not in line for line in lines)
+    for name, line in zip(("a", "b"), lines, strict=True):
+        y, _ = sf.read(out / f"{name}.{fmt}", dtype="float32")
+        assert line.startswith(f"{out / name}.{fmt}: output peak ")
+        db = float(line.split(" is ")[1].split(" dB")[0])
+        assert db > 6  # a DC offset of 3: about 10 dB over
+        if peak == "normalize":
+            assert np.abs(y).max() == pytest.approx(1.0, abs=1e-4) and "scaled down" in line
+        elif fmt == "wav" and peak == "warn":
+            assert np.abs(y).max() == pytest.approx(10 ** (db / 20), rel=0.01)
+            assert "kept in the float WAV" in line
+        else:
+            assert np.abs(y).max() <= 1.0 and "sample(s) clipped to full scale" in line
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no scratch file left
+
+
+# --------------------------------------------------------------------------------------------
+# item 6: leftovers of a killed run are cleaned
+
+
+def test_temporaries_of_a_killed_run_are_removed_and_nothing_else(ckpt, tmp_path) -> None:
+    """Promise: the hidden temporaries a killed run left (`.NAME.<random>.tmp.EXT`, the names
+    of atomic writes) are removed by the next run into the same folder; files that merely look
+    alike (not hidden, no random part, a folder) are left alone."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    _good(src / "x.wav")
+    _good(src / "sub" / "y.wav")
+    leftovers = [out / ".x.k3j_9abc.tmp.wav", out / "sub" / ".y.zz81q0pl.tmp.wav",
+                 out / "report" / ".index.a1b2c3d4.tmp.html"]  # fmt: skip
+    kept = [out / "x.tmp.wav", out / ".notes.txt", out / "sub" / ".y.tmp", out / "keep.wav"]
+    for p in leftovers + kept:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"partial")
+    (out / ".z.abcdefgh.tmp.wav").mkdir()  # a folder with such a name is not ours either
+    upsample(_cfg(ckpt, src, out))
+    assert not any(p.exists() for p in leftovers)
+    assert all(p.read_bytes() == b"partial" for p in kept)
+    assert (out / ".z.abcdefgh.tmp.wav").is_dir()
+    assert (out / "x.wav").is_file() and (out / "sub" / "y.wav").is_file()

@@ -368,7 +368,7 @@ class Upsampler:
                 else:
                     clip = peak == "clip" or subtype.startswith("PCM")
                     meter = self._render(reader, tmp, fmt, subtype, clip, progress)
-        except AudioFileError:
+        except UserFacingError:  # the file's own error, or a setting's (ConfigError)
             raise
         except ValueError as e:  # e.g. too short for the filter: say which file
             raise AudioFileError(f"{src}: {e}") from e
