@@ -389,7 +389,8 @@ def test_resuming_training_from_weights_of_other_shapes_is_one_line(tmp_path, ti
      ({"format": "mp3"}, "format must be one of wav, flac"),
      ({"peak": "loud"}, "peak must be one of warn, clip, normalize"),
      ({"input_kind": "mid"}, "input_kind must be 'lr' or 'hr'"),
-     ({"inference": {"chunk": 8, "overlap": 6, "batch_size": 1}}, "overlap=6 is more than half of chunk=8")],
+     ({"inference": {"chunk": 8, "overlap": 6, "batch_size": 1}},
+      "overlap=6 is more than half of chunk=8")],
 )  # fmt: skip
 def test_bad_settings_are_one_line_naming_the_setting(ckpt, tmp_path, monkeypatch, setting,
                                                       expected):  # fmt: skip
@@ -541,3 +542,228 @@ def test_temporaries_of_a_killed_run_are_removed_and_nothing_else(ckpt, tmp_path
     assert all(p.read_bytes() == b"partial" for p in kept)
     assert (out / ".z.abcdefgh.tmp.wav").is_dir()
     assert (out / "x.wav").is_file() and (out / "sub" / "y.wav").is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# what a shell script feeding a thousand files hits: each case beside one good file
+
+
+def _fifo(p: Path) -> None:
+    os.mkfifo(p)
+
+
+def _loop(p: Path) -> None:
+    (p.parent / "loop2.lnk").symlink_to(p)
+    p.symlink_to(p.parent / "loop2.lnk")
+
+
+def _pcm(p: Path, subtype: str) -> None:
+    sf.write(p, voiced_signal(np.random.default_rng(3), 0.2, LR), LR, subtype=subtype)
+
+
+# name: (file to create, how to create it, expected: output (relative, frames, channels) or
+# the start of the reason it is listed with in failed.csv, what the case promises)
+SCRIPT_CASES = {
+    "folder named like a .wav": (
+        "d.wav/inner.wav", lambda p: _good(p), ("d.wav/inner.wav", 3200, 1),
+        "a folder is a folder, whatever its name: its files are processed"),
+    "symlink loop": (
+        "loop.wav", _loop, "broken symbolic link (or a link loop)",
+        "a link loop is named as such, never followed forever"),
+    "broken symlink": (
+        "gone.wav", lambda p: p.symlink_to(p.parent / "nowhere.wav"),
+        "broken symbolic link (or a link loop)", "a dangling link is named, not silently dropped"),
+    "zero-length file": (
+        "zero.wav", lambda p: p.write_bytes(b""), "cannot decode audio",
+        "a 0-byte file is named"),
+    "header-only WAV": (
+        "header.wav", lambda p: _write_bad("header only", p), "contains no audio frames",
+        "a WAV with a header and no frames is named"),
+    "truncated WAV": (
+        "cut.wav", lambda p: _write_bad("truncated", p), "truncated file",
+        "a WAV cut short is named, never half-processed"),
+    "NaN samples": (
+        "nan.wav", lambda p: _write_bad("nan", p), "contains non-finite samples",
+        "NaN samples are named"),
+    "text with an audio extension": (
+        "notes.wav", lambda p: _write_bad("not audio", p), "cannot decode audio",
+        "a non-audio file is named"),
+    "WAV named .flac": (
+        "wrong.flac", lambda p: sf.write(p, np.full(400, 0.1), LR, format="WAV"),
+        ("wrong.wav", 1600, 1), "a file is decoded by its content, not by its extension"),
+    "named pipe with an audio name": (
+        "pipe.wav", _fifo, "not a regular file",
+        "a FIFO is named, and the run does not hang reading it"),
+    "stereo": (
+        "stereo.wav", lambda p: _good(p, channels=2), ("stereo.wav", 3200, 2),
+        "each channel is super-resolved"),
+    "six channels": (
+        "surround.wav", lambda p: _good(p, channels=6), ("surround.wav", 3200, 6),
+        "multichannel files keep every channel"),
+    "huge sample values": (
+        "huge.wav", lambda p: sf.write(p, 1e4 * np.ones(400, np.float32), LR, subtype="FLOAT"),
+        ("huge.wav", 1600, 1), "samples far beyond full scale are processed (and named loud)"),
+    "silence": (
+        "silence.wav", lambda p: sf.write(p, np.zeros(400), LR, subtype="FLOAT"),
+        ("silence.wav", 1600, 1), "digital silence is processed to finite output"),
+    "DC offset": (
+        "dc.wav", lambda p: sf.write(p, np.full(400, 0.5), LR, subtype="FLOAT"),
+        ("dc.wav", 1600, 1), "a constant signal is processed to finite output"),
+    "one frame": (
+        "one.wav", lambda p: sf.write(p, [0.1], LR, subtype="FLOAT"), ("one.wav", 4, 1),
+        "a 1-frame file gives 4 frames"),
+    "non-ASCII, spaces, comma and =": (
+        "é ü 声 a,b=c.wav", lambda p: _good(p), ("é ü 声 a,b=c.wav", 3200, 1),
+        "any name the file system allows is mirrored as it is"),
+    "upper-case extension": (
+        "LOUD.WAV", lambda p: _good(p), ("LOUD.wav", 3200, 1), "extensions match in any case"),
+    "8-bit PCM": (
+        "u8.wav", lambda p: _pcm(p, "PCM_U8"), ("u8.wav", 3200, 1), "8-bit files decode"),
+    "24-bit FLAC": (
+        "deep.flac", lambda p: _pcm(p, "PCM_24"), ("deep.wav", 3200, 1), "24-bit files decode"),
+    "44.1 kHz file": (
+        "cd.wav", lambda p: _good(p, sr=44100), ("cd.wav", 3200, 1),
+        "a file at another rate is resampled to the model's LR rate first"),
+    "AppleDouble junk": (
+        "._good.wav", lambda p: p.write_bytes(b"\x00\x05\x16\x07 resource fork"), None,
+        "hidden files (macOS ._ companions, .DS_Store) are not inputs"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(SCRIPT_CASES))
+def test_a_script_feeding_odd_files(ckpt: Path, tmp_path: Path, case: str) -> None:
+    """Promise: every file a script may feed is either super-resolved (right length and
+    channels, finite) or named with its reason in failed.csv, and the good file beside it is
+    processed either way. The case's own promise is in SCRIPT_CASES."""
+    name, make, expected, _promise = SCRIPT_CASES[case]
+    src, out = tmp_path / "in", tmp_path / "out"
+    _good(src / "good.wav")
+    path = src / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make(path)
+    cfg = _cfg(ckpt, src, out)
+    if isinstance(expected, str):
+        with pytest.raises(UserFacingError, match="1 of 2 file"):
+            upsample(cfg)
+        (row,) = csv.DictReader((out / "failed.csv").open(encoding="utf-8"))
+        assert row["input"] == str(path) and row["reason"].startswith(expected), row
+    else:
+        upsample(cfg)
+        assert not (out / "failed.csv").exists()
+        if expected is not None:
+            rel, frames, channels = expected
+            y, sr = sf.read(out / rel, always_2d=True)
+            assert (sr, y.shape) == (16000, (frames, channels))
+            assert np.isfinite(y).all()
+        else:
+            assert sorted(p.name for p in out.glob("*.wav")) == ["good.wav"]
+    assert sf.info(out / "good.wav").frames == 3200
+
+
+def test_an_unreadable_file_is_named(ckpt, tmp_path, monkeypatch) -> None:
+    """Promise: a file without read permission is named 'cannot read (Permission denied)' and
+    the others are processed (as root, which reads through permission bits, the denial is
+    injected at the open)."""
+    from audio_superres.data import audio_io
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    _good(src / "good.wav")
+    locked = _good(src / "locked.wav")
+    if os.geteuid() != 0:
+        locked.chmod(0)
+    else:
+        real_open = open
+
+        def deny(path, *args, **kwargs):
+            if Path(path) == locked:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, *args, **kwargs)
+
+        monkeypatch.setattr(audio_io, "open", deny, raising=False)
+    try:
+        with pytest.raises(UserFacingError, match="1 of 2 file"):
+            upsample(_cfg(ckpt, src, out))
+    finally:
+        locked.chmod(0o644)
+    (row,) = csv.DictReader((out / "failed.csv").open())
+    assert row["reason"] == "cannot read (Permission denied)"
+    assert (out / "good.wav").is_file()
+
+
+def test_an_output_folder_that_is_a_file_or_read_only_is_one_line(ckpt, tmp_path, monkeypatch):
+    """Promise: an output 'folder' that is a file, or a read-only one, is one line naming it
+    before any file is processed."""
+    from audio_superres import utils
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    x = _good(tmp_path / "in" / "x.wav")
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the output folder should be")
+    message = _one_line_error(upsample, _cfg(ckpt, x, blocker))
+    assert message.startswith(f"Error: {blocker}: cannot write (a file is in the way")
+    assert blocker.read_text().startswith("a file where")
+
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+
+    def erofs(*_args, **_kwargs):
+        raise OSError(30, os.strerror(30))
+
+    monkeypatch.setattr(utils.tempfile, "mkstemp", erofs)
+    message = _one_line_error(upsample, _cfg(ckpt, x, read_only))
+    assert message.startswith(f"Error: {read_only}: cannot write (read-only file system")
+    assert list(read_only.iterdir()) == []
+
+
+def test_a_folder_in_the_way_of_an_output_file_is_one_line(ckpt, tmp_path, monkeypatch):
+    """Promise: a folder where an output file should go is one line naming it, and no
+    temporary is left beside it."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    x = _good(tmp_path / "in" / "x.wav")
+    out = tmp_path / "out"
+    (out / "x.wav").mkdir(parents=True)
+    message = _one_line_error(upsample, _cfg(ckpt, x, out))
+    assert message.startswith(f"Error: {out / 'x.wav'}: cannot write (a folder is in the way")
+    assert [p.name for p in out.iterdir()] == ["x.wav"]
+
+
+def test_disk_full_mid_run_keeps_finished_outputs_and_leaves_no_temporary(ckpt, tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    """Promise: a disk that fills up during the second file stops the run with one line naming
+    that output; the first output is complete and no temporary is left."""
+    from audio_superres.tasks import upsample as task
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    src, out = tmp_path / "in", tmp_path / "out"
+    _good(src / "a.wav")
+    _good(src / "b.wav")
+    real_write = task.PeakMeter.write
+
+    def write(self, data):
+        if "b" in Path(self.f.name).name.split(".")[1]:
+            raise OSError(28, os.strerror(28))
+        real_write(self, data)
+
+    monkeypatch.setattr(task.PeakMeter, "write", write)
+    message = _one_line_error(upsample, _cfg(ckpt, src, out))
+    assert message.startswith(f"Error: {out / 'b.wav'}: cannot write (disk full")
+    assert sf.info(out / "a.wav").frames == 3200
+    assert sorted(p.name for p in out.iterdir()) == ["a.wav"]
+
+
+def test_a_single_bad_input_file_is_its_own_one_line_error(ckpt, tmp_path, monkeypatch):
+    """Promise: a single input file that is bad gives its own one-line error (no failed.csv),
+    and a clean rerun into a folder removes the failed.csv of an earlier run."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    bad = _write_bad("nan", tmp_path / "in" / "bad.wav")
+    out = tmp_path / "out"
+    message = _one_line_error(upsample, _cfg(ckpt, bad, out))
+    assert message == f"Error: {bad}: contains non-finite samples (NaN or inf)"
+    assert not (out / "failed.csv").exists()
+    with pytest.raises(UserFacingError):
+        upsample(_cfg(ckpt, bad.parent, out))
+    assert (out / "failed.csv").is_file()
+    bad.unlink()
+    _good(bad.parent / "fixed.wav")
+    upsample(_cfg(ckpt, bad.parent, out))
+    assert not (out / "failed.csv").exists()

@@ -115,10 +115,18 @@ def audio_extensions() -> set[str]:
     return exts | {".aif", ".aiff", ".oga", ".opus"}
 
 
+def _resolved(path: Path) -> Path:
+    """`path` with links followed and `..` folded; as written (absolute) for a link loop."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python < 3.13 on a symlink loop
+        return Path(os.path.abspath(path))
+
+
 def _same_place(a: Path, b: Path) -> bool:
     """Whether two paths name one file or folder: as written (`..` folded), once links are
     resolved, or (both existing) the same inode (a hard link)."""
-    if os.path.abspath(a) == os.path.abspath(b) or a.resolve() == b.resolve():
+    if os.path.abspath(a) == os.path.abspath(b) or _resolved(a) == _resolved(b):
         return True
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)
@@ -132,9 +140,9 @@ def check_no_input_overwritten(pairs: list[tuple[Path, Path]]) -> None:
     inputs: dict[str, Path] = {}
     for src, _ in pairs:
         inputs[os.path.abspath(src)] = src
-        inputs[str(src.resolve())] = src
+        inputs[str(_resolved(src))] = src
     for _, out in pairs:
-        hit = inputs.get(os.path.abspath(out)) or inputs.get(str(out.resolve()))
+        hit = inputs.get(os.path.abspath(out)) or inputs.get(str(_resolved(out)))
         if hit is None and out.exists():
             hit = next((p for p, _ in pairs if _same_place(p, out)), None)
         if hit is not None:
@@ -183,8 +191,8 @@ def find_inputs(src: Path, dst: Path, ext: str) -> list[tuple[Path, Path]]:
     files = _candidates(src, audio_extensions())
     if not files:
         raise PathNotFoundError(f"{src}: no audio files found under this folder")
-    if dst.resolve().is_relative_to(src.resolve()):
-        inside = [p for p in files if p.resolve().is_relative_to(dst.resolve())]
+    if _resolved(dst).is_relative_to(_resolved(src)):
+        inside = [p for p in files if _resolved(p).is_relative_to(_resolved(dst))]
         files = [p for p in files if p not in inside]
         if not files:
             raise PathNotFoundError(
