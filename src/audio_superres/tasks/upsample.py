@@ -49,6 +49,9 @@ from audio_superres.inference import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK,
     DEFAULT_OVERLAP,
+    hr_alignment,
+    model_context,
+    plan_chunks,
     resolve_device,
     super_resolve_stream,
 )
@@ -290,7 +293,7 @@ class Upsampler:
         )
         settings = inference_settings(cfg)
         spec, source = degrade_filter(hp["lowpass"], _plain(cfg.get("lowpass")), str(ckpt_path))
-        return cls(
+        up = cls(
             model=module.model.eval(),
             ratio=ratio,
             sample_rate=sample_rate,
@@ -301,6 +304,20 @@ class Upsampler:
             overlap=settings.overlap,
             batch_size=settings.batch_size,
             device=str(resolve_device(cfg.get("device", "auto"))),
+        )
+        up.check_chunking()
+        return up
+
+    def check_chunking(self) -> None:
+        """A ConfigError now, before any file is written, for chunk/overlap settings no chunk
+        plan can honour (`inference.plan_chunks`' own checks)."""
+        plan_chunks(
+            1,
+            self.ratio,
+            self.chunk,
+            self.overlap,
+            hr_alignment(self.model),
+            model_context(self.model),
         )
 
     @property
