@@ -767,3 +767,20 @@ def test_a_single_bad_input_file_is_its_own_one_line_error(ckpt, tmp_path, monke
     _good(bad.parent / "fixed.wav")
     upsample(_cfg(ckpt, bad.parent, out))
     assert not (out / "failed.csv").exists()
+
+
+def test_every_test_named_in_the_promise_table_exists() -> None:
+    """Promise: docs/reliability.md's table of promises names only tests that exist (a renamed
+    or deleted test fails here instead of leaving a promise without its test)."""
+    import re
+
+    text = (REPO / "docs" / "reliability.md").read_text()
+    table = text[text.index("## Promises and the tests that hold them") :]
+    named = set(re.findall(r"`(test_\w+)`", table))
+    defined = {
+        name
+        for path in (REPO / "tests").rglob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)
+    }
+    assert len(named) > 40
+    assert named <= defined, sorted(named - defined)
