@@ -389,20 +389,48 @@ def test_resuming_training_from_weights_of_other_shapes_is_one_line(tmp_path, ti
      ({"format": "mp3"}, "format must be one of wav, flac"),
      ({"peak": "loud"}, "peak must be one of warn, clip, normalize"),
      ({"input_kind": "mid"}, "input_kind must be 'lr' or 'hr'"),
+     ({"report_max_files": "all"}, "report_max_files must be a positive number"),
+     ({"report_seconds": 0}, "report_seconds must be a positive number"),
      ({"inference": {"chunk": 8, "overlap": 6, "batch_size": 1}},
       "overlap=6 is more than half of chunk=8")],
 )  # fmt: skip
 def test_bad_settings_are_one_line_naming_the_setting(ckpt, tmp_path, monkeypatch, setting,
                                                       expected):  # fmt: skip
     """Promise: a setting that cannot work (ratio=four, device=cuda without CUDA, device=foo,
-    an unknown format/peak/input_kind, an impossible chunk plan) is one line naming it, and
-    nothing is written."""
+    an unknown format/peak/input_kind, report sizes that are not numbers, an impossible chunk
+    plan) is one line naming it, and nothing is written."""
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     x = _good(tmp_path / "in" / "x.wav")
     message = _one_line_error(upsample, _cfg(ckpt, x, tmp_path / "out", **setting))
     assert expected in message, message
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("ratio=four", "ratio must be a positive integer, got four"),
+     ("sample_rate=abc", "sample_rate must be a positive integer, got abc"),
+     ("trainer.accelerator=gpu", "invalid config (trainer): No supported gpu backend found")],
+)  # fmt: skip
+def test_bad_training_settings_are_one_line(tmp_path, tiny_corpus, monkeypatch, override,
+                                            expected):  # fmt: skip
+    """Promise: train.py settings a user can get wrong (`ratio=four`, `sample_rate=abc`, a GPU
+    accelerator on a machine without one) are one line naming the setting, before any work."""
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    from audio_superres.tasks.train import train
+
+    from .test_configs import compose_train
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: False))
+    cfg = compose_train(
+        ["data=folder", f"data.root={tiny_corpus}", "data.test_speakers=[spk2]", "logger=none",
+         "trainer=cpu", override], tmp_path)  # fmt: skip
+    message = _one_line_error(train, cfg)
+    assert expected in message, message
+    assert not (tmp_path / "data" / "cache").exists()  # nothing was prepared
 
 
 @pytest.mark.parametrize("frames", [1, 3])

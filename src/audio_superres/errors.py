@@ -107,12 +107,15 @@ def config_errors(what: str) -> Iterator[None]:
     ConfigError naming the config key, so a bad setting stops the run before training starts
     with one line instead of Hydra's multi-line InstantiationException."""
     from hydra.errors import InstantiationException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    # Lightning's refusals of a setting (accelerator=gpu without CUDA, ...) are config errors too
+    setting_errors = (InstantiationException, ValueError, TypeError, MisconfigurationException)
     try:
         yield
     except UserFacingError:
         raise
-    except (InstantiationException, ValueError, TypeError) as exc:
+    except setting_errors as exc:
         cause: BaseException = exc
         key = what
         if isinstance(exc, InstantiationException):
@@ -123,6 +126,6 @@ def config_errors(what: str) -> Iterator[None]:
                 cause = cause.__cause__  # a config built inside a config: the innermost error
             if isinstance(cause, UserFacingError):
                 raise cause from exc
-        if not isinstance(cause, (InstantiationException, ValueError, TypeError)):
+        if not isinstance(cause, setting_errors):
             raise
         raise ConfigError(f"invalid config ({key}): {one_line(cause)}") from exc

@@ -111,6 +111,17 @@ def _evenly_spaced(n: int, k: int | None) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, n - 1, k)})
 
 
+def _whole(value: Any) -> int:
+    """`value` as an int, 0 when it is not a whole number (a bool, `four`, 2.5)."""
+    if isinstance(value, bool):
+        return 0
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0
+    return int(number) if number.is_integer() else 0
+
+
 class SuperResDataModule(L.LightningDataModule):
     """Speaker-split data for super-resolution at `sample_rate`, `ratio`x.
 
@@ -140,8 +151,9 @@ class SuperResDataModule(L.LightningDataModule):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        if int(ratio) < 1:
-            raise ConfigError(f"ratio must be a positive integer, got {ratio}")
+        for name, value in (("ratio", ratio), ("sample_rate", sample_rate)):
+            if _whole(value) < 1:  # ratio=four, sample_rate=0: named, not int()'s message
+                raise ConfigError(f"{name} must be a positive integer, got {value}")
         self.ratio = int(ratio)
         self.patch_len = int(patch_len) - int(patch_len) % self.ratio
         if self.patch_len < self.ratio:

@@ -511,6 +511,8 @@ class UpsampleOptions:
     kind: str = "lr"  # input_kind=
     on_bad_file: str = "skip"  # skip | error (the data configs' vocabulary)
     peak: str = "warn"  # PEAK_POLICIES
+    report_max_files: int = 20  # files shown on the samples page (report=true)
+    report_seconds: float = 20.0  # excerpt length per file on the page
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> UpsampleOptions:
@@ -531,7 +533,16 @@ class UpsampleOptions:
         peak = str(cfg.get("peak", "warn"))
         if peak not in PEAK_POLICIES:
             raise ConfigError(f"peak must be one of {', '.join(PEAK_POLICIES)}; got {peak!r}")
-        return cls(ext=ext, kind=kind, on_bad_file=policy, peak=peak)
+        page = {}
+        for key, kind_of, default in (("report_max_files", int, 20), ("report_seconds", float, 20)):
+            value = cfg.get(key, default)
+            try:
+                page[key] = kind_of(value)
+            except (TypeError, ValueError):
+                page[key] = -1
+            if isinstance(value, bool) or page[key] <= 0:
+                raise ConfigError(f"{key} must be a positive number, got {key}={value}")
+        return cls(ext=ext, kind=kind, on_bad_file=policy, peak=peak, **page)
 
 
 def prepare_output(dst: Path, pairs: list[tuple[Path, Path]]) -> None:
@@ -609,14 +620,13 @@ def process_files(
 
 
 def write_report_page(
-    up: Upsampler, done: list[dict[str, Any]], src: Path, dst: Path, kind: str, cfg: DictConfig
+    up: Upsampler, done: list[dict[str, Any]], src: Path, dst: Path, opts: UpsampleOptions
 ) -> Path:
     """OUTPUT/report/index.html: the first `report_max_files` outputs (a file whose excerpt
     cannot be shown is left off the page with a warning saying why) and the table of all."""
     from audio_superres.report.page import Table, write_samples_page
 
-    n = int(cfg.get("report_max_files", 20))
-    seconds = float(cfg.get("report_seconds", 20.0))
+    n, seconds, kind = opts.report_max_files, opts.report_seconds, opts.kind
     examples = []
     for item in done[:n]:
         try:
@@ -690,7 +700,7 @@ def upsample(cfg: DictConfig) -> Path:
     done, failed = process_files(up, pairs, src, dst, opts, bar)
     if cfg.get("report", False):
         if done:
-            log.info("samples page: %s", write_report_page(up, done, src, dst, kind, cfg))
+            log.info("samples page: %s", write_report_page(up, done, src, dst, opts))
         else:
             log.warning("no samples page: no file was super-resolved")
     report = write_failed_report(dst, failed)
