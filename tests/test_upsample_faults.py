@@ -631,6 +631,10 @@ SCRIPT_CASES = {
     "huge sample values": (
         "huge.wav", lambda p: sf.write(p, 1e4 * np.ones(400, np.float32), LR, subtype="FLOAT"),
         ("huge.wav", 1600, 1), "samples far beyond full scale are processed (and named loud)"),
+    "values near the float32 maximum": (
+        "overflow.wav", lambda p: sf.write(p, np.full(400, 3e38, np.float32), LR, subtype="FLOAT"),
+        "the model's output holds non-finite samples",
+        "an input that makes the model overflow is named, never written as NaN/inf"),
     "silence": (
         "silence.wav", lambda p: sf.write(p, np.zeros(400), LR, subtype="FLOAT"),
         ("silence.wav", 1600, 1), "digital silence is processed to finite output"),

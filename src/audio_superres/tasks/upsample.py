@@ -137,17 +137,28 @@ def _same_place(a: Path, b: Path) -> bool:
         return False
 
 
+def _inode(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file (links followed), None otherwise."""
+    try:
+        st = path.stat()
+    except (OSError, RuntimeError):
+        return None
+    return st.st_dev, st.st_ino
+
+
 def check_no_input_overwritten(pairs: list[tuple[Path, Path]]) -> None:
     """Refuse (DataError, one line, before anything is written) any output that would be
     written over an input: same folder and name, a link to it, `..`, a hard link."""
-    inputs: dict[str, Path] = {}
+    inputs: dict[Any, Path] = {}
     for src, _ in pairs:
         inputs[os.path.abspath(src)] = src
         inputs[str(_resolved(src))] = src
+        if (inode := _inode(src)) is not None:
+            inputs[inode] = src
     for _, out in pairs:
         hit = inputs.get(os.path.abspath(out)) or inputs.get(str(_resolved(out)))
-        if hit is None and out.exists():
-            hit = next((p for p, _ in pairs if _same_place(p, out)), None)
+        if hit is None and (inode := _inode(out)) is not None:
+            hit = inputs.get(inode)
         if hit is not None:
             raise DataError(
                 f"{hit}: its output {out} would be written over this input; upsample.py never "
@@ -218,7 +229,8 @@ class PeakMeter:
 
     `peak` is the largest magnitude the model produced; samples beyond full scale are clipped
     to [-1, 1] when `clip` (integer formats, which would wrap them, and `peak=clip`), counted
-    in `clipped`. `gain` scales every sample first (`peak=normalize`'s second pass).
+    in `clipped`. `gain` scales every sample first (`peak=normalize`'s second pass). Non-finite
+    output (an input so loud that the model overflows) is a ValueError: nothing is written.
     """
 
     f: Any
@@ -231,6 +243,11 @@ class PeakMeter:
         if self.gain != 1.0:
             data = data * np.float32(self.gain)
         if data.size:
+            if not np.isfinite(data).all():
+                raise ValueError(
+                    "the model's output holds non-finite samples (NaN or inf): is the input's "
+                    "level sane?"
+                )
             self.peak = max(self.peak, float(np.max(np.abs(data))))
         if self.clip:
             over = np.abs(data) > 1.0
