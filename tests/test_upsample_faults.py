@@ -390,6 +390,7 @@ def test_resuming_training_from_weights_of_other_shapes_is_one_line(tmp_path, ti
      ({"peak": "loud"}, "peak must be one of warn, clip, normalize"),
      ({"input_kind": "mid"}, "input_kind must be 'lr' or 'hr'"),
      ({"report_max_files": "all"}, "report_max_files must be a positive number"),
+     ({"input": "???"}, "input is not set: pass input=..."),
      ({"report_seconds": 0}, "report_seconds must be a positive number"),
      ({"inference": {"chunk": 8, "overlap": 6, "batch_size": 1}},
       "overlap=6 is more than half of chunk=8")],
@@ -397,8 +398,8 @@ def test_resuming_training_from_weights_of_other_shapes_is_one_line(tmp_path, ti
 def test_bad_settings_are_one_line_naming_the_setting(ckpt, tmp_path, monkeypatch, setting,
                                                       expected):  # fmt: skip
     """Promise: a setting that cannot work (ratio=four, device=cuda without CUDA, device=foo,
-    an unknown format/peak/input_kind, report sizes that are not numbers, an impossible chunk
-    plan) is one line naming it, and nothing is written."""
+    an unknown format/peak/input_kind, report sizes that are not numbers, a required setting
+    left unset, an impossible chunk plan) is one line naming it, and nothing is written."""
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     x = _good(tmp_path / "in" / "x.wav")

@@ -82,9 +82,17 @@ def run_task(task: Callable[[Any], R], cfg: Any) -> R:
     while the sweep runs every other job. HYDRA_FULL_ERROR=1 keeps the full traceback.
     Ctrl-C (KeyboardInterrupt) is one line too, `Interrupted: <what was finished>` (the
     interrupt's own message when the task gave one, else `INTERRUPTED`), exit status 130.
+    A required setting left unset (`???` in the config, e.g. upsample.py without input=) is a
+    ConfigError naming it.
     """
+    from omegaconf.errors import MissingMandatoryValue
+
     try:
-        return task(cfg)
+        try:
+            return task(cfg)
+        except MissingMandatoryValue as exc:
+            key = getattr(exc, "full_key", None) or "a required setting"
+            raise ConfigError(f"{key} is not set: pass {key}=... (it has no default)") from exc
     except KeyboardInterrupt as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
