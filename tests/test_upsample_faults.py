@@ -483,12 +483,12 @@ def test_ctrl_c_is_one_line_and_leaves_nothing_half_written(ckpt, tmp_path) -> N
     finished and that nothing half-written remains, exit status 130, no traceback; and no
     partial output or temporary is left."""
     src, out = tmp_path / "in", tmp_path / "out"
-    for i in range(60):
-        _good(src / f"f{i:02d}.wav", seconds=1.0, seed=i)
+    for i in range(150):  # enough that the run is still going when the signal comes
+        _good(src / f"f{i:03d}.wav", seconds=1.0, seed=i)
     proc = _run_cli(ckpt, src, out, tmp_path, "inference.chunk=256", "inference.overlap=64",
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     deadline = time.monotonic() + 240  # a bound on a hung test, not a timing check
-    while not (out / "f00.wav").exists():
+    while not (out / "f000.wav").exists():
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "upsample.py never wrote its first file"
         time.sleep(0.02)
@@ -497,7 +497,7 @@ def test_ctrl_c_is_one_line_and_leaves_nothing_half_written(ckpt, tmp_path) -> N
     assert proc.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith("Interrupted: ") and "of 60 file(s) were finished" in last, last
+    assert last.startswith("Interrupted: ") and "of 150 file(s) were finished" in last, last
     assert "no half-written file remains" in last
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporaries
     for wav in out.glob("*.wav"):  # every output there is complete

@@ -609,29 +609,33 @@ def process_files(
     (`error`). Ctrl-C stops with one line saying how many files were finished."""
     done: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
-    path = src
+    in_flight: Path | None = None  # the input whose output is being written
     try:
         for path, out in bar:
             bar.set_postfix_str(path.name)
             t0 = time.perf_counter()
+            in_flight = path
             try:
                 item = up.upsample_file(path, out, opts.kind, peak=opts.peak)
             except AudioFileError as exc:
+                in_flight = None
                 if opts.on_bad_file == "error":
                     raise
                 log.warning("skipped: %s", one_line(exc))
                 reason = _reason(path, exc)
                 failed.append({"input": str(path), "output": str(out), "reason": reason})
                 continue
-            item["wall_s"] = time.perf_counter() - t0
-            log.info("%s: %.1f s of audio in %.2f s", path, item["seconds"], item["wall_s"])
-            item["rel"] = path.relative_to(src) if src.is_dir() else Path(path.name)
             done.append(item)
+            in_flight = None
+            item["wall_s"] = time.perf_counter() - t0
+            item["rel"] = path.relative_to(src) if src.is_dir() else Path(path.name)
+            log.info("%s: %.1f s of audio in %.2f s", path, item["seconds"], item["wall_s"])
     except KeyboardInterrupt:
+        stopped = f"{in_flight} was not written" if in_flight else "no file was in progress"
         raise KeyboardInterrupt(
-            f"{len(done)} of {len(pairs)} file(s) were finished in {dst}; "
-            f"{path} was not written, and no half-written file remains (outputs are written to "
-            "a temporary name and renamed into place)"
+            f"{len(done)} of {len(pairs)} file(s) were finished in {dst}; {stopped}, and no "
+            "half-written file remains (outputs are written to a temporary name and renamed "
+            "into place)"
         ) from None
     return done, failed
 
