@@ -27,15 +27,9 @@ from audio_superres.module import SuperResolutionModule
 from audio_superres.tasks.upsample import upsample
 
 from .conftest import REPO, voiced_signal
+from .test_upsampling import MODEL
 
 LR = 4000  # the test checkpoint's low-res rate (16 kHz / 4)
-MODEL = {
-    "_target_": "audio_superres.models.AudioUNet",
-    "ratio": 4,
-    "filters": [8, 8],
-    "kernels": [9, 9],
-    "bottleneck_filters": 8,
-}
 
 
 def _save(module: SuperResolutionModule, path: Path, **hp_changes) -> Path:

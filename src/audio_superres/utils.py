@@ -28,6 +28,20 @@ _WRITE_PROBLEMS = {
 _TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]+\.tmp(\.[^.]+)?$")
 
 
+def positive_int(value: Any) -> int | None:
+    """`value` as a positive whole number, None when it is not one (`four`, 0, -2, 2.5, True):
+    what a task setting such as ratio= or sample_rate= must be."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        return None
+    return number if number > 0 else None
+
+
 def output_error(path: str | os.PathLike, exc: OSError) -> OSError:
     """An OutputError naming `path` and the problem for the errors a user can fix (disk full,
     read-only, permissions, a file where a folder should be); `exc` itself for any other."""

@@ -25,6 +25,7 @@ from audio_superres.data.samplers import (
     distributed_rank,
 )
 from audio_superres.errors import ConfigError, DataError
+from audio_superres.utils import positive_int
 
 __all__ = ["PatchDataset", "SuperResDataModule", "UtteranceDataset", "collate_utterances"]
 
@@ -111,17 +112,6 @@ def _evenly_spaced(n: int, k: int | None) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, n - 1, k)})
 
 
-def _whole(value: Any) -> int:
-    """`value` as an int, 0 when it is not a whole number (a bool, `four`, 2.5)."""
-    if isinstance(value, bool):
-        return 0
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return 0
-    return int(number) if number.is_integer() else 0
-
-
 class SuperResDataModule(L.LightningDataModule):
     """Speaker-split data for super-resolution at `sample_rate`, `ratio`x.
 
@@ -152,7 +142,7 @@ class SuperResDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         for name, value in (("ratio", ratio), ("sample_rate", sample_rate)):
-            if _whole(value) < 1:  # ratio=four, sample_rate=0: named, not int()'s message
+            if positive_int(value) is None:  # ratio=four, sample_rate=0: named, not int()'s
                 raise ConfigError(f"{name} must be a positive integer, got {value}")
         self.ratio = int(ratio)
         self.patch_len = int(patch_len) - int(patch_len) % self.ratio

@@ -31,26 +31,13 @@ from audio_superres.runs import (
 from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
 from audio_superres.tasks.perceptual import perceptual_callbacks
 from audio_superres.tasks.train import inference_settings, instantiate_group
-from audio_superres.utils import ensure_writable_dir
+from audio_superres.utils import ensure_writable_dir, positive_int
 
 log = logging.getLogger(__name__)
 
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def positive_int(value: Any) -> int | None:
-    """`value` as a positive whole number, or None when it is not one (`four`, 0, -2, 2.5)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        return None
-    return number if number > 0 else None
 
 
 def settle_from_checkpoint(cfg: DictConfig, key: str, stored: Any, ckpt_path: str | None) -> Any:
