@@ -170,17 +170,11 @@ def _candidates(src: Path, exts: set[str]) -> list[Path]:
     """Every entry under `src` named like an audio file (hidden ones aside), folders aside:
     unreadable files, broken links and pipes included, so that each is named as a bad file
     instead of vanishing from the run."""
-    found = []
-    for p in src.rglob("*"):
-        if p.suffix.lower() not in exts or p.name.startswith("."):
-            continue
-        try:
-            if p.is_dir():
-                continue
-        except OSError:  # a link loop: is_dir() may raise on some Pythons
-            pass
-        found.append(p)
-    return sorted(found)
+    return sorted(
+        p
+        for p in src.rglob("*")
+        if p.suffix.lower() in exts and not p.name.startswith(".") and not p.is_dir()
+    )
 
 
 def find_inputs(src: Path, dst: Path, ext: str) -> list[tuple[Path, Path]]:
