@@ -150,7 +150,8 @@ class _Writer(Protocol):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """`auto` -> CUDA when available, else CPU; `cuda` without a GPU is an error."""
+    """`auto` -> CUDA when available, else CPU; `cuda` without a GPU, or a name that is not a
+    device, is a ConfigError (a ValueError) naming the setting."""
     if isinstance(device, torch.device):
         return device
     name = str(device).lower()
@@ -158,11 +159,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name in ("cuda", "gpu") or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ValueError("device=cuda was asked for, but no CUDA device is available")
+            raise ConfigError(
+                f"device={device} was asked for, but no CUDA device is available "
+                "(torch.cuda.is_available() is False): use device=cpu or device=auto"
+            )
         return torch.device("cuda" if name == "gpu" else name)
     if name == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"device must be one of auto, cpu, cuda; got {device!r}")
+    raise ConfigError(f"device must be one of auto, cpu, cuda (or cuda:N); got device={device}")
 
 
 def hr_alignment(model: nn.Module | Callable[[Tensor], Tensor]) -> int:

@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from audio_superres.checkpoint import instantiate_trusted
+from audio_superres.checkpoint import check_weights_fit, instantiate_trusted
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.dsp.lowpass import (
     LowpassSpec,
@@ -59,13 +59,15 @@ def module_from_checkpoint(
     ratio: int | None = None,
     sample_rate: int | None = None,
     lowpass: Any = None,
+    where: str = "checkpoint",
     **kwargs: Any,
 ) -> SuperResolutionModule:
     """The module of a loaded checkpoint (`checkpoint.load_checkpoint`) with its generator's
     weights only: the one way evaluate, upsample and the benchmarks rebuild a trained model.
 
     `ratio`, `sample_rate` and `lowpass` default to the stored ones (callers settle overrides
-    first); `kwargs` go to `SuperResolutionModule` (e.g. `n_log_examples`).
+    first); `kwargs` go to `SuperResolutionModule` (e.g. `n_log_examples`). Weights that do not
+    fit the stored model config are a CheckpointError naming `where` (the checkpoint's path).
     """
     hp = ckpt["hyper_parameters"]
     module = SuperResolutionModule(
@@ -75,7 +77,9 @@ def module_from_checkpoint(
         lowpass=lowpass if lowpass is not None else hp.get("lowpass", "chebyshev"),
         **kwargs,
     )
-    module.model.load_state_dict(generator_state_dict(ckpt["state_dict"]))
+    weights = generator_state_dict(ckpt["state_dict"])
+    check_weights_fit(weights, module.model.state_dict(), where)
+    module.model.load_state_dict(weights)
     return module
 
 

@@ -25,14 +25,13 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from math import gcd
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import soundfile as sf
 import torch
 from scipy import signal
 
+from audio_superres.data.audio_io import AudioReader
 from audio_superres.dsp.degrade import resampler_context
 from audio_superres.dsp.lowpass import (
     LowpassSpec,
@@ -67,45 +66,9 @@ class Reader(Protocol):
     def read(self, frames: int, dtype: str = ..., always_2d: bool = ...) -> np.ndarray: ...
 
 
-class FileReader:
-    """`soundfile.SoundFile` for reading, with errors that name the file.
-
-    Decoding errors and non-finite samples raise `AudioFileError("<path>: <problem>")`, block by
-    block, as `read_audio` does for a whole file. Use as a context manager or `close()` it.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        from audio_superres.data.audio_io import AudioFileError
-
-        self.path = Path(path)
-        self._error = AudioFileError
-        try:
-            self._f = sf.SoundFile(str(self.path))
-        except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError) as e:
-            raise AudioFileError(f"{self.path}: cannot decode audio ({e})") from e
-        self.frames, self.channels = int(self._f.frames), int(self._f.channels)
-        self.samplerate = int(self._f.samplerate)
-        if self.frames <= 0:
-            self._f.close()
-            raise AudioFileError(f"{self.path}: contains no audio frames")
-
-    def read(self, frames: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
-        try:
-            x = self._f.read(frames, dtype=dtype, always_2d=True)
-        except (sf.SoundFileError, RuntimeError, ValueError, OSError) as e:
-            raise self._error(f"{self.path}: cannot decode audio ({e})") from e
-        if not np.isfinite(x).all():
-            raise self._error(f"{self.path}: contains non-finite samples (NaN or inf)")
-        return x
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> FileReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+FileReader = AudioReader
+"""A file read block by block: `data.audio_io.AudioReader`, the one reader that checks files
+(truncation, zero frames, non-finite samples, decoding), shared with `read_audio`."""
 
 
 class _BlockReader(ABC):

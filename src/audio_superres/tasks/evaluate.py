@@ -44,7 +44,7 @@ from audio_superres.tasks.robustness import (
 )
 from audio_superres.tasks.robustness import finish as finish_robustness
 from audio_superres.tasks.train import inference_settings, instantiate_group
-from audio_superres.utils import ensure_writable_dir
+from audio_superres.utils import ensure_writable_dir, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,19 @@ def _plain(node: Any) -> Any:
 
 
 def settle_from_checkpoint(cfg: DictConfig, key: str, stored: Any, ckpt_path: str | None) -> Any:
-    """A task setting: the checkpoint's, unless given; a conflicting one is an error."""
+    """A task setting: the checkpoint's, unless given; a conflicting one is an error, and so
+    is a value that is not a positive whole number (the setting, or the checkpoint, named)."""
     given = cfg.get(key)
-    if given is not None and stored is not None and int(given) != int(stored):
+    if given is not None and positive_int(given) is None:
+        raise ConfigError(f"{key}={given} is not a positive whole number")
+    if stored is not None and positive_int(stored) is None:
+        raise CheckpointError(
+            f"{ckpt_path}: the checkpoint stores {key}={stored!r}, not a positive whole number "
+            "(a damaged or hand-edited checkpoint)"
+        )
+    given = positive_int(given) if given is not None else None
+    stored = positive_int(stored) if stored is not None else None
+    if given is not None and stored is not None and given != stored:
         raise CheckpointError(
             f"{ckpt_path}: the checkpoint was trained with {key}={stored}, but {key}={given} was "
             f"asked for; a model only works at the {key} it was trained for"
@@ -145,7 +155,7 @@ def build_for_evaluation(
     settings = {"ratio": ratio, "sample_rate": sample_rate, "lowpass": lowpass,
                 "n_log_examples": cfg.get("n_examples", 3)}
     if ckpt is not None:  # the generator only: discriminators and optimisers are training state
-        module = module_from_checkpoint(ckpt, **settings)
+        module = module_from_checkpoint(ckpt, where=str(ckpt_path), **settings)
     else:
         module = SuperResolutionModule(model=model_cfg, **settings)
 
@@ -157,6 +167,34 @@ def build_for_evaluation(
             "no data to evaluate on: pass data=folder data.root=DIR data.test_speakers='*'"
         )
     return module, data_cfg, from_checkpoint
+
+
+def no_test_files_message(datamodule: Any) -> str:
+    """Why a prepared data module has nothing to evaluate on: every file unreadable (skipped,
+    with the cache's report), every held-out file too short, or no file of test_speakers."""
+    import json
+
+    root, speakers = datamodule.corpus.root, datamodule.corpus.test_speakers
+    cache = datamodule.cache
+    report = Path(cache.path) / "report.json" if cache is not None else None
+    skipped = []
+    if report is not None and report.is_file():
+        skipped = json.loads(report.read_text()).get("skipped") or []
+    if cache is not None and not cache.entries and skipped:
+        return (
+            f"{root}: no held-out file to evaluate on: all {len(skipped)} audio file(s) were "
+            f"skipped as unreadable (on_bad_file=skip; reasons in {report}), e.g. "
+            f"{skipped[0]['reason']}"
+        )
+    short = list(getattr(datamodule, "short_eval", []) or [])
+    if short:
+        more = f" ({len(skipped)} more skipped as unreadable: {report})" if skipped else ""
+        return (
+            f"{root}: no held-out file to evaluate on: the {len(short)} held-out file(s) of "
+            f"test_speakers={speakers!r} are all too short (e.g. {short[0]}){more}"
+        )
+    more = f"; {len(skipped)} file(s) skipped as unreadable, listed in {report}" if skipped else ""
+    return f"{root}: no held-out file to evaluate on (no file of test_speakers={speakers!r}{more})"
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -196,10 +234,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("test")
     if not datamodule.test_indices:
-        raise DataError(
-            f"{datamodule.corpus.root}: no held-out file to evaluate on (too short, or no "
-            f"file of test_speakers={datamodule.corpus.test_speakers!r})"
-        )
+        raise DataError(no_test_files_message(datamodule))
 
     with config_errors("logger"):
         loggers = instantiate_group(cfg.get("logger"))

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audio_superres.checkpoint import (
     CheckpointError,
+    check_weights_fit,
     load_checkpoint,
     remove_stale_temporaries,
 )
@@ -202,16 +203,23 @@ def apply_precision(cfg: DictConfig) -> PrecisionChoice:
     return choice
 
 
-def check_resumable(ckpt_path: str, cfg: DictConfig) -> None:
+def check_resumable(
+    ckpt_path: str, cfg: DictConfig, module: L.LightningModule | None = None
+) -> None:
     """Read the checkpoint to resume from safely first (weights_only) and check that it is of
-    this task, so a corrupt or foreign file is one clear line, not an unpickling traceback."""
-    hp = load_checkpoint(ckpt_path)["hyper_parameters"]
+    this task (and that its weights fit `module`, the one built from the config), so a corrupt
+    or foreign file is one clear line, not an unpickling or size-mismatch traceback."""
+    ckpt = load_checkpoint(ckpt_path)
+    hp = ckpt["hyper_parameters"]
     for key in ("ratio", "sample_rate"):
         if key in hp and int(hp[key]) != int(cfg[key]):
             raise CheckpointError(
                 f"{ckpt_path}: the checkpoint was trained with {key}={hp[key]}, but {key}="
                 f"{cfg[key]} was asked for; resume with the settings of the run it comes from"
             )
+    if module is not None:
+        # shapes only: which names a module holds is Lightning's (strict) business at load time
+        check_weights_fit(ckpt["state_dict"], module.state_dict(), str(ckpt_path), shapes_only=True)
 
 
 def train(cfg: DictConfig) -> float:
@@ -271,7 +279,7 @@ def train(cfg: DictConfig) -> float:
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if ckpt_path is not None:
-        check_resumable(ckpt_path, cfg)
+        check_resumable(ckpt_path, cfg, module)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         # the final state, whatever the interval (full state, so it can be resumed)
