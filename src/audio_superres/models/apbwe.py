@@ -28,8 +28,8 @@ Choices of this implementation, and where they differ from the paper's code:
   A negative `exp(A) - eps` is a phase flip, so the map is smooth and has no dead zone.
 - `residual=True` (not in the paper, whose phase is predicted from scratch): the phase outputs
   are added to the input's `(cos, sin)` before `atan2` and the three output layers start at zero,
-  so an untrained model returns its (cubic) input up to float rounding and trains from the
-  baseline, as `AudioUNet` starts at cubic. This is what a short CPU run needs.
+  so an untrained model returns its upsampled input up to float rounding and trains from that
+  baseline, as `AudioUNet` starts at its upsampled input. This is what a short CPU run needs.
 - Computed in float32 outside autocast: the STFT, log/exp and `atan2` (the blocks may run in
   bf16 under autocast).
 

@@ -49,7 +49,7 @@ class DNNBaseline(SuperResModel):
     Linear back to `patch_len` samples, added to the patch (the additive input skip). Whole
     utterances are therefore processed patch by patch, independently, in this forward: neither
     training nor evaluation code needs to know. The last layer starts near zero (N(0, 1e-3)), so an
-    untrained model already equals cubic, as AudioUNet does.
+    untrained model already equals its upsampled input, as AudioUNet does.
     """
 
     def __init__(
