@@ -96,3 +96,18 @@ def test_an_unknown_upsampler_is_refused() -> None:
     with pytest.raises(ValueError, match="upsampler must be one of"):
         cfg = model_config("dnn", upsampler="Sinc")
         SuperResolutionModule(model=cfg, ratio=4, sample_rate=16000)
+
+
+@pytest.mark.parametrize("name", ["cubic", "sinc"])
+def test_each_upsamplers_declared_reach_is_its_impulse_response(name: str) -> None:
+    """`UPSAMPLER_CONTEXT` (what every model's `context` adds) covers the upsampler's measured
+    reach, and is not an over-estimate: the response is still there 2 LR samples inside it."""
+    up = make_upsampler(name, 4)
+    m, p = 200, 100
+    x = torch.zeros(1, m, dtype=torch.float64)
+    x[0, p] = 1.0
+    y = up(x)[0].abs()
+    distance = (torch.arange(m * 4, dtype=torch.float64) / 4 - p).abs()
+    reach = UPSAMPLER_CONTEXT[name]
+    assert y[distance > reach].max() < 1e-8 * y.max()
+    assert y[distance > reach - 2].max() > 1e-14 * y.max()
