@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from audio_superres.dsp.amplitude_phase import float32_region
+from audio_superres.dsp.cubic import check_signal
 from audio_superres.dsp.resample import SINC_HALF_WIDTH, check_ratio, sinc_kernel
 
 __all__ = ["SincUpsample", "sinc_upsample"]
@@ -61,12 +62,7 @@ def sinc_upsample(x: Tensor, ratio: int) -> Tensor:
     differentiable; ratio 1 returns `x` itself.
     """
     r = check_ratio(ratio)
-    if not isinstance(x, Tensor):
-        raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"expected a floating-point signal, got dtype {x.dtype}")
-    if x.ndim == 0:
-        raise ValueError("expected a signal of shape (..., m), got a 0-d tensor")
+    check_signal(x)
     if r == 1:
         return x
     m = x.shape[-1]
