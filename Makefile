@@ -17,7 +17,7 @@ MISMATCH_ARGS ?=
 MISMATCH_DIR := outputs/mismatch_$(MISMATCH_EXPERIMENT)/$(NOW)
 DEMO_EXPERIMENT ?= demo
 
-.PHONY: setup apt demo demo-unet demo-apbwe demo-piano mismatch-demo mismatch-demo-apbwe models-table bench data-vctk data-piano test lint format
+.PHONY: setup apt demo demo-unet demo-apbwe demo-robust demo-piano mismatch-demo mismatch-demo-apbwe models-table bench data-vctk data-piano test lint format
 
 setup: $(STAMP) apt
 
@@ -58,6 +58,23 @@ demo-unet: setup
 
 demo-apbwe: setup
 	$(call demo_run,demo_apbwe,outputs/demo_apbwe/$(NOW))
+
+# AP-BWE trained on the degradations of real recordings (lowpass=robust), then the robustness grid
+# (conf/degradations/robustness.yaml: 55 conditions) on the held-out languages (48 files) and on the
+# five VCTK clips: robustness.csv, summary.md and heatmaps in robustness/ and robustness_vctk/.
+ROBUST_DIR := outputs/demo_robust/$(NOW)
+demo-robust: setup
+	$(PY) -m audio_superres.data.demo_speech
+	$(PY) train.py experiment=demo_robust test_after_fit=false hydra.run.dir=$(ROBUST_DIR)
+	$(PY) evaluate.py ckpt_path=$(ROBUST_DIR)/checkpoints/best.ckpt degradations=robustness \
+	  hydra.run.dir=$(ROBUST_DIR)/robustness
+	@if [ -d $(VCTK_CLIPS) ]; then \
+	  echo "Robustness grid on the five VCTK test clips ($(VCTK_CLIPS)):"; \
+	  $(PY) evaluate.py ckpt_path=$(ROBUST_DIR)/checkpoints/best.ckpt degradations=robustness \
+	    data=folder data.root=$(VCTK_CLIPS) data.test_speakers='*' \
+	    hydra.run.dir=$(ROBUST_DIR)/robustness_vctk; fi
+	@echo "Grid summaries: $(ROBUST_DIR)/robustness/summary.md $(ROBUST_DIR)/robustness_vctk/summary.md"
+	@echo "Run directory: $(ROBUST_DIR)"
 
 # Piano demo: keyboard pieces of the music21 corpus rendered offline, trained ~15 min on CPU.
 demo-piano: setup

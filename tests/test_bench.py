@@ -31,8 +31,8 @@ def _finite_positive(record: dict, *keys: str) -> None:
 
 def test_peak_model_loader_figures(tmp_path: Path, tiny_corpus: Path, capsys) -> None:
     args = ["peak", "model", "loader", "--quick", "--models", "audiounet_small",
-            "--batch-size", "1", "--patch-len", "1024", "--loader-batches", "3",
-            "--spec-peak-tflops", "1",
+            "--precision", "32", "--batch-size", "1", "--patch-len", "1024",
+            "--loader-batches", "3", "--spec-peak-tflops", "1",
             "--data-root", str(tiny_corpus), "--cache-dir", str(tmp_path / "cache")]
     assert bench.main(args) == 0
     rec = _records(capsys)
@@ -104,9 +104,45 @@ def test_inference_and_prepare_figures(tmp_path: Path, capsys) -> None:
     _finite_positive(prep, "hours_per_minute", "realtime_factor")
 
 
-def test_bf16_needs_a_gpu_and_unknown_figures_are_refused(capsys) -> None:
+def test_bf16_figures_beside_float32_each_against_its_own_peak(capsys) -> None:
+    """`--precision 32 bf16`: the peak in both (matmul, Linear, conv1d) with bf16/fp32 ratios,
+    and each model figure against the peak of the precision it ran in."""
+    args = ["peak", "model", "--quick", "--models", "audiounet_small", "--precision", "32",
+            "bf16", "--batch-size", "1", "--patch-len", "1024", "--device", "cpu"]
+    assert bench.main(args) == 0
+    rec = _records(capsys)
+    peak = rec["machine_peak"][0]
+    for tag in ("fp32", "bf16"):
+        _finite_positive(peak, f"matmul_{tag}_gflops", f"linear_{tag}_gflops",
+                         f"conv1d_forward_{tag}_gflops", f"conv1d_train_{tag}_gflops")
+        assert peak[f"linear_{tag}_gflops"] == max(peak[f"linear_{tag}_by_shape"].values())
+    _finite_positive(peak, "matmul_bf16_vs_fp32", "linear_bf16_vs_fp32",
+                     "conv1d_forward_bf16_vs_fp32", "conv1d_train_bf16_vs_fp32")
+    assert "cpu_bf16_units" in peak
+    for figure, mode in (("train_throughput", "train"), ("infer_throughput", "forward")):
+        by_precision = {r["precision"]: r for r in rec[figure]}
+        assert set(by_precision) == {"32", "bf16"}
+        for precision, tag in (("32", "fp32"), ("bf16", "bf16")):
+            r = by_precision[precision]
+            assert r[f"peak_conv1d_{mode}_gflops"] == peak[f"conv1d_{mode}_{tag}_gflops"]
+
+
+def test_auto_precision_is_resolved_as_train_py_resolves_it(monkeypatch) -> None:
+    from audio_superres import precision
+    from audio_superres.bench import core
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: None)
+    assert core.precisions_of(["auto"], cpu) == ["32"]
+    assert [t for t, _ in core.peak_dtypes(cpu, ["32"])] == ["fp32"]
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: "AMX-BF16")
+    assert core.precisions_of(["auto", "bf16", "32"], cpu) == ["bf16", "32"]
+    assert [t for t, _ in core.peak_dtypes(cpu, ["32"])] == ["fp32", "bf16"]
+
+
+def test_unknown_figures_and_precisions_are_refused(capsys) -> None:
     with pytest.raises(SystemExit):
-        bench.main(["peak", "--device", "cpu", "--precision", "bf16"])
+        bench.main(["peak", "--device", "cpu", "--precision", "fp8"])
     with pytest.raises(SystemExit):
         bench.main(["nonsense"])
 

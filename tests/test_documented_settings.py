@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from audio_superres.checkpoint import instantiate_trusted
 from audio_superres.data.samplers import PatchBatchSampler
+from audio_superres.tasks.train import apply_precision
 
 from .conftest import CONF_DIR, write_corpus
 
@@ -54,6 +55,7 @@ def batches_lightning_trains_on(debug: str, tmp_path: Path) -> list[torch.Tensor
     ])
     L.seed_everything(0, verbose=False)
     datamodule = instantiate(cfg.data)
+    apply_precision(cfg)  # as train.py: the top-level precision -> Lightning's
     trainer = instantiate(cfg.trainer, logger=False)
     module = RecordBatches()
     trainer.fit(module, datamodule=datamodule)

@@ -70,11 +70,16 @@ def test_train_py_drops_the_bar_when_progress_bars_are_off(tmp_path) -> None:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    from audio_superres.tasks.train import drop_progress_bar_if_disabled, instantiate_group
+    from audio_superres.tasks.train import (
+        apply_precision,
+        drop_progress_bar_if_disabled,
+        instantiate_group,
+    )
 
     from .test_documented_settings import compose_train
 
     cfg = compose_train(["trainer.enable_progress_bar=false", f"paths.output_dir={tmp_path}"])
+    apply_precision(cfg)
     callbacks = instantiate_group(cfg.callbacks)
     assert any(isinstance(c, StepProgressBar) for c in callbacks)
     with pytest.raises(InstantiationException, match="enable_progress_bar=False"):
@@ -83,6 +88,7 @@ def test_train_py_drops_the_bar_when_progress_bars_are_off(tmp_path) -> None:
     assert not any(isinstance(c, StepProgressBar) for c in kept) and len(kept) == len(callbacks) - 1
     instantiate(cfg.trainer, callbacks=kept, logger=False)
     cfg = compose_train([f"paths.output_dir={tmp_path}"])
+    apply_precision(cfg)
     trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.callbacks), logger=False)
     assert isinstance(trainer.progress_bar_callback, StepProgressBar)
 

@@ -103,7 +103,7 @@ def _attacks(victim: Path) -> dict[str, dict[str, Any]]:
             "model": {"_target_": "audio_superres.models.audiounet.torch.nn.Linear"}
         },
         "class imported into an allowed module": {
-            "model": {"_target_": "audio_superres.models.audiounet.CubicUpsample", "ratio": 4}
+            "model": {"_target_": "audio_superres.models.base.CubicUpsample", "ratio": 4}
         },
         "torch class": {"model": {"_target_": "torch.nn.Linear", "in_features": 1}},
         "package class outside the allow-list": {
@@ -193,7 +193,7 @@ def test_allowed_classes_resolve_by_their_own_or_package_path() -> None:
     assert resolve_allowed_class("audio_superres.losses.MRSTFTLoss").__name__ == "MRSTFTLoss"
     assert resolve_allowed_class("audio_superres.models.tfilm.TFiLM").__name__ == "TFiLM"
     with pytest.raises(ValueError, match="outside the allow-list"):
-        resolve_allowed_class("audio_superres.models.audiounet.CubicUpsample")
+        resolve_allowed_class("audio_superres.models.base.CubicUpsample")
 
 
 def test_stored_configs_that_are_never_built_do_not_block_a_checkpoint(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from torch import nn
 
 from audio_superres.errors import UserFacingError
-from audio_superres.utils import atomic_write_with
+from audio_superres.utils import atomic_write_with, remove_atomic_temporaries
 
 PACKAGE = "audio_superres"
 MODULE_PACKAGES = ("audio_superres.models", "audio_superres.losses")
@@ -306,8 +306,40 @@ def fsync_dir(folder: Path) -> None:
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete the hidden temporaries (`.<name>.*.tmp.ckpt`) that a killed save leaves behind."""
-    removed = []
-    for tmp in Path(folder).glob(".*.tmp.ckpt"):
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
+    return remove_atomic_temporaries(folder, suffixes=(".ckpt",))
+
+
+def weights_mismatch(
+    stored: Mapping[str, Any], expected: Mapping[str, Any], shapes_only: bool = False
+) -> str | None:
+    """Why `stored` weights cannot be loaded (strictly) into a model whose state dict is
+    `expected`: the first tensor of another shape, or (unless `shapes_only`) missing/unexpected
+    names; None if they fit.
+    """
+    for key, value in stored.items():
+        if key in expected and tuple(value.shape) != tuple(expected[key].shape):
+            return (
+                f"{key} has shape {list(value.shape)} in the checkpoint but "
+                f"{list(expected[key].shape)} in the model"
+            )
+    if shapes_only:
+        return None
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        return "weights " + " and ".join(parts)
+    return None
+
+
+def check_weights_fit(
+    stored: Mapping[str, Any], expected: Mapping[str, Any], where: str, shapes_only: bool = False
+) -> None:
+    """CheckpointError naming `where` when the weights do not fit the model (weights_mismatch)."""
+    problem = weights_mismatch(stored, expected, shapes_only)
+    if problem is not None:
+        raise CheckpointError(f"{where}: the checkpoint's weights do not fit its model ({problem})")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 __all__ = [
     "ConfigError",
     "DataError",
+    "INTERRUPTED",
     "OutputError",
     "PathNotFoundError",
     "UserFacingError",
@@ -30,6 +32,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
+INTERRUPTED_STATUS = 130  # what a shell reports for a command stopped by Ctrl-C (128 + SIGINT)
+INTERRUPTED = (
+    "stopped by Ctrl-C; every file already written is complete (each is written to a "
+    "temporary name and renamed into place) and nothing half-written remains"
+)
 
 
 class UserFacingError(Exception):
@@ -73,9 +80,25 @@ def run_task(task: Callable[[Any], R], cfg: Any) -> R:
 
     In a multirun the error is logged and re-raised, so that Hydra marks that job as failed
     while the sweep runs every other job. HYDRA_FULL_ERROR=1 keeps the full traceback.
+    Ctrl-C (KeyboardInterrupt) is one line too, `Interrupted: <what was finished>` (the
+    interrupt's own message when the task gave one, else `INTERRUPTED`), exit status 130.
+    A required setting left unset (`???` in the config, e.g. upsample.py without input=) is a
+    ConfigError naming it.
     """
+    from omegaconf.errors import MissingMandatoryValue
+
     try:
-        return task(cfg)
+        try:
+            return task(cfg)
+        except MissingMandatoryValue as exc:
+            key = getattr(exc, "full_key", None) or "a required setting"
+            raise ConfigError(f"{key} is not set: pass {key}=... (it has no default)") from exc
+    except KeyboardInterrupt as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Interrupted: {one_line(exc) if str(exc).strip() else INTERRUPTED}",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(INTERRUPTED_STATUS) from None
     except UserFacingError as exc:
         message = one_line(exc)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -92,12 +115,15 @@ def config_errors(what: str) -> Iterator[None]:
     ConfigError naming the config key, so a bad setting stops the run before training starts
     with one line instead of Hydra's multi-line InstantiationException."""
     from hydra.errors import InstantiationException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    # Lightning's refusals of a setting (accelerator=gpu without CUDA, ...) are config errors too
+    setting_errors = (InstantiationException, ValueError, TypeError, MisconfigurationException)
     try:
         yield
     except UserFacingError:
         raise
-    except (InstantiationException, ValueError, TypeError) as exc:
+    except setting_errors as exc:
         cause: BaseException = exc
         key = what
         if isinstance(exc, InstantiationException):
@@ -108,6 +134,6 @@ def config_errors(what: str) -> Iterator[None]:
                 cause = cause.__cause__  # a config built inside a config: the innermost error
             if isinstance(cause, UserFacingError):
                 raise cause from exc
-        if not isinstance(cause, (InstantiationException, ValueError, TypeError)):
+        if not isinstance(cause, setting_errors):
             raise
         raise ConfigError(f"invalid config ({key}): {one_line(cause)}") from exc

@@ -57,7 +57,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -67,6 +66,12 @@ from torch import Tensor, nn
 
 from audio_superres.errors import ConfigError
 from audio_superres.models.base import SuperResModel
+from audio_superres.precision import (
+    PrecisionChoice,
+    autocast,
+    choose_precision,
+    normalise_precision,
+)
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -80,6 +85,7 @@ __all__ = [
     "model_context",
     "plan_chunks",
     "resolve_device",
+    "resolve_precision",
     "super_resolve",
     "super_resolve_stream",
 ]
@@ -109,8 +115,12 @@ class InferenceSettings:
     chunk: int = DEFAULT_CHUNK  # LR samples per chunk
     overlap: int = DEFAULT_OVERLAP  # LR samples shared by neighbouring chunks
     batch_size: int = DEFAULT_BATCH_SIZE  # chunks (x channels) per forward pass
+    precision: str = "32"  # auto | 32 | bf16 (audio_superres.precision); the configs say auto
 
     def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "precision", normalise_precision(self.precision, "inference.precision")
+        )
         for name in ("chunk", "overlap", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -121,9 +131,14 @@ class InferenceSettings:
                 f"chunk={self.chunk} overlap={self.overlap} batch_size={self.batch_size}"
             )
 
-    def kwargs(self) -> dict[str, int]:
+    def kwargs(self) -> dict[str, Any]:
         """`super_resolve(model, lr, ratio, **settings.kwargs())`."""
-        return {"chunk": self.chunk, "overlap": self.overlap, "batch_size": self.batch_size}
+        return {
+            "chunk": self.chunk,
+            "overlap": self.overlap,
+            "batch_size": self.batch_size,
+            "precision": self.precision,
+        }
 
 
 class _Reader(Protocol):
@@ -135,7 +150,8 @@ class _Writer(Protocol):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """`auto` -> CUDA when available, else CPU; `cuda` without a GPU is an error."""
+    """`auto` -> CUDA when available, else CPU; `cuda` without a GPU, or a name that is not a
+    device, is a ConfigError (a ValueError) naming the setting."""
     if isinstance(device, torch.device):
         return device
     name = str(device).lower()
@@ -143,11 +159,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name in ("cuda", "gpu") or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ValueError("device=cuda was asked for, but no CUDA device is available")
+            raise ConfigError(
+                f"device={device} was asked for, but no CUDA device is available "
+                "(torch.cuda.is_available() is False): use device=cpu or device=auto"
+            )
         return torch.device("cuda" if name == "gpu" else name)
     if name == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"device must be one of auto, cpu, cuda; got {device!r}")
+    raise ConfigError(f"device must be one of auto, cpu, cuda (or cuda:N); got device={device}")
 
 
 def hr_alignment(model: nn.Module | Callable[[Tensor], Tensor]) -> int:
@@ -291,15 +310,24 @@ def _groups(plan: ChunkPlan, per_batch: int) -> Iterator[list[int]]:
 
 
 def _run_model(
-    model: Callable[[Tensor], Tensor], rows: np.ndarray, device: torch.device
+    model: Callable[[Tensor], Tensor],
+    rows: np.ndarray,
+    device: torch.device,
+    precision: PrecisionChoice,
 ) -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(device)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    )
-    with autocast:
+    with autocast(device, precision):
         y = model(x)
     return y.float().cpu().numpy()
+
+
+def resolve_precision(precision: str | PrecisionChoice, device: torch.device) -> PrecisionChoice:
+    """`choose_precision` for inference on `device`, its choice logged once per process."""
+    if isinstance(precision, PrecisionChoice):
+        return precision
+    choice = choose_precision(precision, device)
+    _log_once(f"inference {choice.describe()}")
+    return choice
 
 
 def _chunked(
@@ -315,6 +343,7 @@ def _chunked(
     device: torch.device,
     align_hr: int,
     context: int | None,
+    precision: PrecisionChoice,
 ) -> int:
     """The core: `read(n)` gives the next n LR frames `(C, n)`, `write` takes HR `(C, n)`."""
     plan = plan_chunks(m, ratio, chunk, overlap, align_hr, context)
@@ -335,7 +364,8 @@ def _chunked(
             [buf[:, slice(*(s - buf_start for s in plan.span(k)))] for k in group]
         )  # (G, C, L)
         g, c, length = rows.shape
-        out = _run_model(model, rows.reshape(g * c, length), device).reshape(g, c, length * ratio)
+        rows = rows.reshape(g * c, length)
+        out = _run_model(model, rows, device, precision).reshape(g, c, length * ratio)
         for i, k in enumerate(group):
             start_hr = plan.starts[k] * ratio
             end_hr = start_hr + out.shape[-1]
@@ -377,12 +407,15 @@ def super_resolve(
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str | torch.device = "auto",
     align_hr: int | None = None,
+    precision: str | PrecisionChoice = "32",
 ) -> Tensor:
     """Super-resolve an in-memory LR signal `(C, m)` or `(m,)` -> `(C, m*ratio)` / `(m*ratio,)`.
 
     Each channel (row) is processed separately; the result is float32 on the CPU (on the input's
     device when that is a CUDA tensor). `model` maps LR `(B, m)` -> HR `(B, m * ratio)`; it is put
     in eval mode and moved to `device`. `align_hr` defaults to `hr_alignment(model)`.
+    `precision`: 32 (float32, whatever autocast the caller is in), bf16 (autocast) or auto
+    (bf16 where `device` computes it natively: `audio_superres.precision`).
     """
     dev = resolve_device(device)
     x = lr.detach().float().cpu().numpy() if isinstance(lr, Tensor) else np.asarray(lr, np.float32)
@@ -416,6 +449,7 @@ def super_resolve(
             dev,
             align,
             model_context(model),
+            resolve_precision(precision, dev),
         )
     y = torch.from_numpy(np.concatenate(parts, axis=1))
     if isinstance(lr, Tensor) and lr.device.type == "cuda":
@@ -437,6 +471,7 @@ def super_resolve_stream(
     device: str | torch.device = "auto",
     align_hr: int | None = None,
     progress: Callable[[int], None] | None = None,
+    precision: str | PrecisionChoice = "32",
 ) -> int:
     """Super-resolve from an open LR `reader` (e.g. `soundfile.SoundFile`) into `writer`.
 
@@ -473,4 +508,5 @@ def super_resolve_stream(
             dev,
             align,
             model_context(model),
+            resolve_precision(precision, dev),
         )

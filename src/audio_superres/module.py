@@ -11,9 +11,15 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from audio_superres.checkpoint import instantiate_trusted
+from audio_superres.checkpoint import check_weights_fit, instantiate_trusted
 from audio_superres.dsp.cubic import CubicUpsample
-from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec, crop_to_multiple, make_lowres
+from audio_superres.dsp.lowpass import (
+    LowpassSpec,
+    as_lowpass_spec,
+    check_sample_rate,
+    crop_to_multiple,
+    make_lowres,
+)
 from audio_superres.errors import ConfigError
 from audio_superres.inference import InferenceSettings, super_resolve
 from audio_superres.losses import Spectrum, loss_components
@@ -53,13 +59,15 @@ def module_from_checkpoint(
     ratio: int | None = None,
     sample_rate: int | None = None,
     lowpass: Any = None,
+    where: str = "checkpoint",
     **kwargs: Any,
 ) -> SuperResolutionModule:
     """The module of a loaded checkpoint (`checkpoint.load_checkpoint`) with its generator's
     weights only: the one way evaluate, upsample and the benchmarks rebuild a trained model.
 
     `ratio`, `sample_rate` and `lowpass` default to the stored ones (callers settle overrides
-    first); `kwargs` go to `SuperResolutionModule` (e.g. `n_log_examples`).
+    first); `kwargs` go to `SuperResolutionModule` (e.g. `n_log_examples`). Weights that do not
+    fit the stored model config are a CheckpointError naming `where` (the checkpoint's path).
     """
     hp = ckpt["hyper_parameters"]
     module = SuperResolutionModule(
@@ -69,7 +77,9 @@ def module_from_checkpoint(
         lowpass=lowpass if lowpass is not None else hp.get("lowpass", "chebyshev"),
         **kwargs,
     )
-    module.model.load_state_dict(generator_state_dict(ckpt["state_dict"]))
+    weights = generator_state_dict(ckpt["state_dict"])
+    check_weights_fit(weights, module.model.state_dict(), where)
+    module.model.load_state_dict(weights)
     return module
 
 
@@ -179,6 +189,7 @@ class SuperResolutionModule(L.LightningModule):
         self.ratio = int(ratio)
         self.sample_rate = int(sample_rate)
         self.lowpass = as_lowpass_spec(lowpass)
+        check_sample_rate(self.lowpass, self.sample_rate)
         objective = dict(objective or DEFAULT_OBJECTIVE)
         optimizer = dict(optimizer or DEFAULT_OPTIMIZER)
         self.save_hyperparameters(
@@ -249,7 +260,7 @@ class SuperResolutionModule(L.LightningModule):
     ) -> tuple[Tensor, Tensor]:
         """Crop HR to a multiple of the ratio and make its low-res input (the one definition)."""
         hr = crop_to_multiple(hr, self.ratio)
-        return hr, make_lowres(hr, self.ratio, self.lowpass, rng)
+        return hr, make_lowres(hr, self.ratio, self.lowpass, rng, sample_rate=self.sample_rate)
 
     def _rng(self, stage: str) -> np.random.Generator | None:
         """The generator for random filters: per training batch, reseeded for eval.

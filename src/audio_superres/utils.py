@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,24 @@ _WRITE_PROBLEMS = {
     errno.EPERM: "permission denied",
     errno.ENOTDIR: "a file is in the way of a directory",
     errno.EEXIST: "a file is in the way of a directory",
+    errno.EISDIR: "a folder is in the way of the file",
 }
+# the names `atomic_path` gives its temporaries: `.<stem>.<mkstemp's random part>.tmp<suffix>`
+_TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]+\.tmp(\.[^.]+)?$")
+
+
+def positive_int(value: Any) -> int | None:
+    """`value` as a positive whole number, None when it is not one (`four`, 0, -2, 2.5, True):
+    what a task setting such as ratio= or sample_rate= must be."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        return None
+    return number if number > 0 else None
 
 
 def output_error(path: str | os.PathLike, exc: OSError) -> OSError:
@@ -93,6 +111,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def is_atomic_temporary(path: str | os.PathLike) -> bool:
+    """Whether `path` has the name of an `atomic_path` temporary (hidden, `.tmp` before the
+    suffix): what a killed write leaves behind."""
+    return bool(_TEMPORARY_NAME.match(Path(path).name))
+
+
+def remove_atomic_temporaries(
+    folder: str | os.PathLike, suffixes: tuple[str, ...] | None = None
+) -> list[Path]:
+    """Delete the temporaries a killed write left in `folder` (not below it): regular files
+    whose name is an `atomic_path` temporary's (`is_atomic_temporary`), and nothing else;
+    only those ending in one of `suffixes` when given. Returns what was removed.
+
+    Call it at the start of a run that writes into `folder`, before anything of its own is in
+    flight there (two runs writing into one folder at once are not supported)."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:  # missing or unreadable: nothing of ours to remove
+        return removed
+    for path in sorted(entries):
+        if not is_atomic_temporary(path) or path.is_symlink() or not path.is_file():
+            continue
+        if suffixes is not None and path.suffix.lower() not in suffixes:
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 
+from audio_superres.dsp.resample import SINC_HALF_WIDTH
 from audio_superres.models import AudioUNet, DNNBaseline, TFiLMUNet
 from audio_superres.models.summary import SPLINE_TAPS, count_macs, main, model_summary
 
@@ -74,6 +75,9 @@ def test_cost_is_counted_from_the_layers():
         counts = count_macs(model, torch.zeros(1, 256))  # 1024 HR samples, no padding
         assert counts["Conv1d"] == unet_macs(1024, **sizes)
         assert counts["CubicUpsample"] == 1024 * SPLINE_TAPS
+        sinc = count_macs(AudioUNet(ratio=4, upsampler="sinc", **sizes), torch.zeros(1, 256))
+        assert "CubicUpsample" not in sinc and sinc["Conv1d"] == counts["Conv1d"]
+        assert sinc["SincUpsample"] == 1024 * (2 * SINC_HALF_WIDTH + 1)
     s_small = model_summary(AudioUNet(ratio=4, **small), 4, 16000)
     s_wide = model_summary(AudioUNet(ratio=4, **wide), 4, 16000)
     assert s_wide["gflop_per_second"] > 2 * s_small["gflop_per_second"]

@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("peak / model / loader")
     g.add_argument("--models", nargs="+", default=None,
                    help=f"conf/model names (default: {' '.join(core.DEFAULT_MODELS)})")
-    g.add_argument("--precision", choices=["32", "bf16"], default="32")
+    g.add_argument("--precision", nargs="+", choices=["auto", "32", "bf16"], default=["auto"],
+                   help="model figures in each (auto: bf16 where the device computes it "
+                   "natively, as train.py; e.g. --precision 32 bf16)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--no-fused-adam", action="store_true", help="torch's per-op Adam loop")
     g.add_argument("--spec-peak-tflops", type=float, default=None,
@@ -103,8 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     what = set(args.what or core.CORE_FIGURES)
     device = core.resolve_device(args.device)
-    if args.precision == "bf16" and device.type != "cuda":
-        parser.error("--precision bf16 is for a GPU (CPU bf16 matmuls are emulated here)")
     if "upsample" in what and not args.ckpt:
         parser.error("upsample needs --ckpt (a trained checkpoint to run upsample.py with)")
     if "cache" in what and args.corpus_root is None:
@@ -113,16 +113,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = args.steps or (1 if quick else 2)
     patch_len = args.patch_len or (2048 if quick else 8192)
 
-    peak = core.machine_peak(device, quick) if "peak" in what else None
+    precisions = core.precisions_of(args.precision, device)
+    peak = core.machine_peak(device, quick, precisions=precisions) if "peak" in what else None
     trained: dict[str, tuple[int, float]] = {}
     if "model" in what:
         for name in args.models or (["audiounet_small"] if quick else core.DEFAULT_MODELS):
             batch = args.batch_size or core.default_batch(name, device, quick)
-            rates = core.model_throughput(
-                name, device, peak, batch_size=batch, patch_len=patch_len, steps=steps,
-                precision=args.precision, compile_model=args.compile,
-                fused_adam=not args.no_fused_adam, spec_peak_tflops=args.spec_peak_tflops)
-            trained[name] = (batch, rates["train"])
+            for precision in precisions:
+                rates = core.model_throughput(
+                    name, device, peak, batch_size=batch, patch_len=patch_len, steps=steps,
+                    precision=precision, compile_model=args.compile,
+                    fused_adam=not args.no_fused_adam, spec_peak_tflops=args.spec_peak_tflops)
+                trained[name] = (batch, rates["train"])
     if "loader" in what:
         batch = args.batch_size or 16
         batches = args.loader_batches or (20 if quick else 300)

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from audio_superres.bench.records import emit
+from audio_superres.precision import autocast, choose_precision, cpu_bf16_units
 
 CORE_FIGURES = ("peak", "model", "loader", "infer", "prepare")
 DEFAULT_MODELS = ("audiounet", "audiounet_small", "tfilm")
@@ -53,6 +54,10 @@ RATIO = 4
 CONV_SHAPES = ((1, 1024, 1024, 17, 1024), (1, 1024, 768, 33, 2048),
                (1, 768, 256, 65, 4096), (2, 384, 512, 17, 4096))
 CONV_SHAPES_QUICK = ((1, 64, 64, 9, 512), (1, 32, 64, 17, 1024))
+# Linear shapes (rows, in, out): AP-BWE small's MLPs over 16 x 8192-sample patches (1648 frames x
+# 128 -> 384), and a large square one (the matmul units' limit)
+LINEAR_SHAPES = ((1648, 128, 384), (8192, 1024, 1024))
+LINEAR_SHAPES_QUICK = ((256, 64, 192),)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,11 +90,17 @@ def best_time(fn: Callable[[], Any], repeats: int, device: torch.device, warmup:
     return best
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on a GPU when asked for; fp32 (no autocast) otherwise."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def precisions_of(asked: Sequence[str], device: torch.device) -> list[str]:
+    """The precisions a benchmark runs in (`32`, `bf16`), `auto` resolved for `device` as
+    train.py resolves it (`audio_superres.precision`); each once, in the order asked."""
+    names = [choose_precision(p, device).name for p in asked]
+    return list(dict.fromkeys(names))
+
+
+def peak_dtypes(device: torch.device, precisions: Sequence[str]) -> list[tuple[str, torch.dtype]]:
+    """float32 always (the reference), bf16 when a model runs in it or the device computes it."""
+    want_bf16 = "bf16" in precisions or choose_precision("auto", device).name == "bf16"
+    return [("fp32", torch.float32)] + ([("bf16", torch.bfloat16)] if want_bf16 else [])
 
 
 def _context(device: torch.device) -> dict[str, Any]:
@@ -123,23 +134,33 @@ def conv1d_seconds(conv: nn.Module, x: torch.Tensor, device: torch.device, repea
     return best_time(forward_backward, repeats, device)
 
 
-def machine_peak(device: torch.device, quick: bool = False, repeats: int = 3) -> dict[str, Any]:
-    """Measured limits of this run: fp32 matmul GFLOP/s, and the best conv1d GFLOP/s over the
-    U-Net layer shapes for inference (forward only) and for training (forward + backward w.r.t.
-    input and weights, counted as 3x the forward FLOPs, as the training figures are); bf16 too on
-    a GPU. Training throughput is reported against the training peak, inference against the
-    forward peak."""
+def machine_peak(device: torch.device, quick: bool = False, repeats: int = 3,
+                 precisions: Sequence[str] = ("auto",)) -> dict[str, Any]:
+    """Measured limits of this run: matmul and Linear GFLOP/s, and the best conv1d GFLOP/s over
+    the U-Net layer shapes for inference (forward only) and for training (forward + backward
+    w.r.t. input and weights, counted as 3x the forward FLOPs, as the training figures are); in
+    float32, and in bf16 beside it where a model runs in bf16 or the device computes bf16
+    natively (GPU, or a CPU with AMX-BF16 / AVX512-BF16). Training throughput is reported
+    against the training peak of its own precision, inference against the forward peak."""
     n = 512 if quick else (8192 if device.type == "cuda" else 2048)
     shapes = CONV_SHAPES_QUICK if quick else CONV_SHAPES
-    out: dict[str, Any] = {}
-    dtypes = [("fp32", torch.float32)] + ([("bf16", torch.bfloat16)]
-                                          if device.type == "cuda" else [])
+    out: dict[str, Any] = {"cpu_bf16_units": cpu_bf16_units() if device.type == "cpu" else None}
+    dtypes = peak_dtypes(device, precisions_of(precisions, device))
     for tag, dtype in dtypes:
         with torch.inference_mode():
             a = torch.randn(n, n, device=device, dtype=dtype)
             b = torch.randn(n, n, device=device, dtype=dtype)
             out[f"matmul_{tag}_gflops"] = round(
                 2 * n**3 / best_time(lambda a=a, b=b: a @ b, repeats, device) / 1e9, 1)
+            per_linear = {}
+            for rows, cin, cout in LINEAR_SHAPES_QUICK if quick else LINEAR_SHAPES:
+                layer = nn.Linear(cin, cout).to(device, dtype)
+                x = torch.randn(rows, cin, device=device, dtype=dtype)
+                seconds = best_time(lambda layer=layer, x=x: layer(x), repeats, device)
+                gflops = 2 * rows * cin * cout / seconds / 1e9
+                per_linear[f"{rows}x{cin}->{cout}"] = round(gflops, 1)
+            out[f"linear_{tag}_gflops"] = max(per_linear.values())
+            out[f"linear_{tag}_by_shape"] = per_linear
         for mode, flop_factor in (("forward", 1), ("train", 3)):
             per_shape = {}
             for batch, cin, cout, k, length in shapes:
@@ -155,6 +176,10 @@ def machine_peak(device: torch.device, quick: bool = False, repeats: int = 3) ->
             out[f"conv1d_{mode}_{tag}_by_shape"] = per_shape
         out[f"conv1d_train_vs_forward_{tag}"] = round(
             out[f"conv1d_train_{tag}_gflops"] / out[f"conv1d_forward_{tag}_gflops"], 3)
+    if len(dtypes) == 2:  # what bf16 buys on this machine, per kind of layer
+        for key in ("matmul", "linear", "conv1d_forward", "conv1d_train"):
+            ratio = out[f"{key}_bf16_gflops"] / out[f"{key}_fp32_gflops"]
+            out[f"{key}_bf16_vs_fp32"] = round(ratio, 2)
     emit({"figure": "machine_peak", **_context(device), "matmul_n": n, **out})
     return out
 
@@ -212,10 +237,12 @@ def model_throughput(
     spec_peak_tflops: float | None = None,
     lowpass: str = "chebyshev",
 ) -> dict[str, float]:
-    """Training-step and inference throughput of one model; returns audio seconds per second."""
+    """Training-step and inference throughput of one model in `precision` (32, bf16 or auto),
+    against the measured peak of that precision; returns audio seconds per second."""
     from audio_superres.dsp.lowpass import make_lowres
     from audio_superres.losses import RMSELoss
 
+    precision = choose_precision(precision, device).name
     torch.manual_seed(0)
     gflop_fwd = forward_gflop_per_audio_second(name)
     model = build_model(name).to(device)

@@ -16,7 +16,7 @@ import soundfile as sf
 from audio_superres.errors import UserFacingError
 from audio_superres.utils import atomic_path
 
-__all__ = ["AudioFileError", "read_audio", "to_mono", "trim_silence", "write_audio"]
+__all__ = ["AudioFileError", "AudioReader", "read_audio", "to_mono", "trim_silence", "write_audio"]
 
 # Default subtype per file suffix: float WAV is lossless for our float32 signals; FLAC has no
 # float subtype, so 24-bit PCM is the closest lossless choice.
@@ -32,31 +32,19 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Decode `path` into a float32 array `(channels, frames)` and its sample rate.
 
     Raises AudioFileError("<path>: <problem>") so that one bad file in a corpus of thousands
-    can be found and fixed instead of surfacing as a libsndfile message without a name.
+    can be found and fixed instead of surfacing as a libsndfile message without a name. The
+    checks are `AudioReader`'s, the same as for files streamed block by block.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioFileError(f"{path}: file not found")
-    try:
-        with sf.SoundFile(str(path)) as f:
-            _check_not_truncated(path, f.extra_info)
-            data = f.read(dtype="float32", always_2d=True)
-            sr = f.samplerate
-    except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError) as e:
-        if isinstance(e, AudioFileError):
-            raise
-        raise AudioFileError(f"{path}: cannot decode audio ({e})") from e
-    if data.shape[0] == 0:
-        raise AudioFileError(f"{path}: contains no audio frames")
-    if not np.isfinite(data).all():
-        raise AudioFileError(f"{path}: contains non-finite samples (NaN or inf)")
-    return np.ascontiguousarray(data.T), int(sr)
+    with AudioReader(path) as f:
+        data = f.read(-1)
+        return np.ascontiguousarray(data.T), f.samplerate
 
 
 # libsndfile's log line for a WAV/AIFF whose header promises more audio than the file holds
 _TRUNCATED = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
 # sizes that streaming writers put in the header when they cannot know the length
 _UNKNOWN_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFF - 8}
+_DECODE_ERRORS = (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError)
 
 
 def _check_not_truncated(path: Path, log: str) -> None:
@@ -70,6 +58,80 @@ def _check_not_truncated(path: Path, log: str) -> None:
                 f"{path}: truncated file (the header declares {declared} bytes of audio, "
                 f"the file holds {present})"
             )
+
+
+def _check_openable(path: Path) -> None:
+    """The problems of the path itself, named as such (not as a decoding failure)."""
+    if path.is_dir():
+        raise AudioFileError(f"{path}: is a folder, not an audio file")
+    if not path.exists():
+        what = "broken symbolic link (or a link loop)" if path.is_symlink() else "file not found"
+        raise AudioFileError(f"{path}: {what}")
+    if not path.is_file():
+        raise AudioFileError(f"{path}: not a regular file (a device, pipe or socket)")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise AudioFileError(f"{path}: cannot read ({e.strerror or e})") from e
+
+
+class AudioReader:
+    """An audio file open for reading, every frame checked: THE place files are checked.
+
+    `read_audio` (the dataset path: cache, demos) reads a whole file through it and
+    `dsp.blockwise.FileReader` (the streaming path: upsample.py) is this class, so a file gives
+    the same `AudioFileError("<path>: <problem>")` either way: missing or unreadable, cannot be
+    decoded, truncated (the header declares more than the file holds, or fewer frames can be
+    read than the header declares), no audio frames, non-finite samples (block by block).
+    Has the `soundfile.SoundFile` reading protocol: `frames`, `channels`, `samplerate`,
+    `read(n, dtype=, always_2d=) -> (n, channels)`. Use as a context manager or `close()` it.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        _check_openable(self.path)
+        try:
+            self._f = sf.SoundFile(str(self.path))
+        except _DECODE_ERRORS as e:
+            raise AudioFileError(f"{self.path}: cannot decode audio ({e})") from e
+        try:
+            _check_not_truncated(self.path, self._f.extra_info)
+            self.frames, self.channels = int(self._f.frames), int(self._f.channels)
+            self.samplerate = int(self._f.samplerate)
+            if self.frames <= 0:
+                raise AudioFileError(f"{self.path}: contains no audio frames")
+        except BaseException:
+            self._f.close()
+            raise
+        self._position = 0
+
+    def read(self, frames: int = -1, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
+        """The next `frames` frames (all that remain when negative) as `(n, channels)`."""
+        left = self.frames - self._position
+        want = left if frames < 0 else min(int(frames), left)
+        try:
+            x = self._f.read(want, dtype=dtype, always_2d=True)
+        except _DECODE_ERRORS as e:
+            raise AudioFileError(f"{self.path}: cannot decode audio ({e})") from e
+        if x.shape[0] < want:
+            raise AudioFileError(
+                f"{self.path}: truncated file (the header declares {self.frames} frames, "
+                f"only {self._position + x.shape[0]} can be read)"
+            )
+        if not np.isfinite(x).all():
+            raise AudioFileError(f"{self.path}: contains non-finite samples (NaN or inf)")
+        self._position += x.shape[0]
+        return x if always_2d or self.channels > 1 else x[:, 0]
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> AudioReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from audio_superres.data.samplers import (
     distributed_rank,
 )
 from audio_superres.errors import ConfigError, DataError
+from audio_superres.utils import positive_int
 
 __all__ = ["PatchDataset", "SuperResDataModule", "UtteranceDataset", "collate_utterances"]
 
@@ -141,8 +142,9 @@ class SuperResDataModule(L.LightningDataModule):
         overfit_batches: int = 0,
     ) -> None:
         super().__init__()
-        if int(ratio) < 1:
-            raise ConfigError(f"ratio must be a positive integer, got {ratio}")
+        for name, value in (("ratio", ratio), ("sample_rate", sample_rate)):
+            if positive_int(value) is None:  # ratio=four, sample_rate=0: named, not int()'s
+                raise ConfigError(f"{name} must be a positive integer, got {value}")
         self.ratio = int(ratio)
         self.patch_len = int(patch_len) - int(patch_len) % self.ratio
         if self.patch_len < self.ratio:

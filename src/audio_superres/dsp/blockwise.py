@@ -25,14 +25,14 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from math import gcd
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import soundfile as sf
 import torch
 from scipy import signal
 
+from audio_superres.data.audio_io import AudioReader
+from audio_superres.dsp.degrade import resampler_context
 from audio_superres.dsp.lowpass import (
     LowpassSpec,
     as_lowpass_spec,
@@ -66,45 +66,9 @@ class Reader(Protocol):
     def read(self, frames: int, dtype: str = ..., always_2d: bool = ...) -> np.ndarray: ...
 
 
-class FileReader:
-    """`soundfile.SoundFile` for reading, with errors that name the file.
-
-    Decoding errors and non-finite samples raise `AudioFileError("<path>: <problem>")`, block by
-    block, as `read_audio` does for a whole file. Use as a context manager or `close()` it.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        from audio_superres.data.audio_io import AudioFileError
-
-        self.path = Path(path)
-        self._error = AudioFileError
-        try:
-            self._f = sf.SoundFile(str(self.path))
-        except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError) as e:
-            raise AudioFileError(f"{self.path}: cannot decode audio ({e})") from e
-        self.frames, self.channels = int(self._f.frames), int(self._f.channels)
-        self.samplerate = int(self._f.samplerate)
-        if self.frames <= 0:
-            self._f.close()
-            raise AudioFileError(f"{self.path}: contains no audio frames")
-
-    def read(self, frames: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
-        try:
-            x = self._f.read(frames, dtype=dtype, always_2d=True)
-        except (sf.SoundFileError, RuntimeError, ValueError, OSError) as e:
-            raise self._error(f"{self.path}: cannot decode audio ({e})") from e
-        if not np.isfinite(x).all():
-            raise self._error(f"{self.path}: contains non-finite samples (NaN or inf)")
-        return x
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> FileReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+FileReader = AudioReader
+"""A file read block by block: `data.audio_io.AudioReader`, the one reader that checks files
+(truncation, zero frames, non-finite samples, decoding), shared with `read_audio`."""
 
 
 class _BlockReader(ABC):
@@ -178,6 +142,7 @@ class ResampledReader(_BlockReader):
             raise ValueError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
         g = gcd(int(orig_sr), int(target_sr))
         self.orig_sr, self.target_sr = int(orig_sr), int(target_sr)
+        self.samplerate = self.target_sr  # as soundfile.SoundFile and FileReader name it
         self.up, self.down = self.target_sr // g, self.orig_sr // g
         n_in = self._src_end
         self.frames = -(-n_in * self.up // self.down)  # resample_poly: ceil(n * up / down)
@@ -198,7 +163,11 @@ class ResampledReader(_BlockReader):
 def lowpass_context(spec: LowpassSpec, ratio: int, tol: float = CONTEXT_TOL) -> int:
     """HR frames of context per block side for `make_lowres`: where the filter's impulse
     response has decayed by `tol` (from its largest pole radius), at least its padlen, a
-    multiple of `ratio`. 0 without a filter (`kind: none` only decimates)."""
+    multiple of `ratio`. 0 without a filter (`kind: none` only decimates); a resampler's kernel
+    half-length for `kind: resample`."""
+    if spec.kind == "resample":
+        n = resampler_context(ratio, spec.resampler, spec.cutoff, spec.filter_width)
+        return -(-n // ratio) * ratio
     sos = lowpass_sos(spec, ratio)
     if sos is None or ratio == 1:
         return 0
@@ -213,7 +182,9 @@ class LowresReader(_BlockReader):
     """`make_lowres(source, ratio, lowpass)` of an HR source, block by block.
 
     `frames` is the whole file's LR length (the HR length cropped to a multiple of `ratio`,
-    divided by it). A file too short for the filter raises make_lowres's own error.
+    divided by it). A file too short for the filter raises make_lowres's own error. A spec with a
+    codec (`codec: mp3`, which needs `sample_rate`) is coded as one block: a codec's frames do not
+    restart at block edges.
     """
 
     def __init__(
@@ -222,13 +193,20 @@ class LowresReader(_BlockReader):
         ratio: int,
         lowpass: str | LowpassSpec | Mapping[str, Any] = "chebyshev",
         block: int | None = None,
+        sample_rate: int | None = None,
     ) -> None:
         super().__init__(source)
         self.ratio = int(ratio)
         self.spec = as_lowpass_spec(lowpass)
+        # the codec needs the high-res rate: given, or the source's (FileReader, ResampledReader)
+        self.sample_rate = sample_rate if sample_rate is not None else getattr(
+            source, "samplerate", None
+        )
         self.hr_frames = self._src_end - self._src_end % self.ratio
         self.frames = self.hr_frames // self.ratio
         self.block = max(1, BLOCK // self.ratio if block is None else block)  # LR frames
+        if self.spec.codec != "none":
+            self.block = max(1, self.frames)
         self.context = lowpass_context(self.spec, self.ratio)
 
     def _block(self, k: int) -> np.ndarray:
@@ -236,7 +214,9 @@ class LowresReader(_BlockReader):
         start = k * self.block * r
         a = max(0, start - self.context)
         b = min(self.hr_frames, start + self.block * r + self.context)
-        lr = make_lowres(torch.from_numpy(self._source(a, b).copy()), r, self.spec).numpy()
+        lr = make_lowres(
+            torch.from_numpy(self._source(a, b).copy()), r, self.spec, sample_rate=self.sample_rate
+        ).numpy()
         off = (start - a) // r
         n = min(self.block, self.frames - k * self.block)
         return lr[:, off : off + n]

@@ -15,7 +15,6 @@ the result immune to TF32 and autocast and matches scipy to ~1e-15 (float64 inpu
 from __future__ import annotations
 
 import math
-import operator
 from contextlib import nullcontext
 from functools import lru_cache
 
@@ -23,7 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CubicUpsample", "cubic_upsample", "spline_matrix"]
+from audio_superres.dsp.resample import check_ratio
+
+__all__ = ["CubicUpsample", "check_signal", "cubic_upsample", "spline_matrix"]
 
 _K = 28  # taps kept on each side of an interval: |sqrt(3) - 2|^28 ~ 1e-16
 _C = 2 * _K + 2  # interior kernel width: x_{j-K} .. x_{j+K+1} for output block j
@@ -32,16 +33,14 @@ _DENSE_BELOW = 2 * _C  # shorter inputs use the exact dense matrix
 _S = 32  # low-res samples per block of the interior matmul (fastest on CPU; any S is exact)
 
 
-def _check_ratio(ratio: int) -> int:
-    if isinstance(ratio, bool):
-        raise TypeError(f"ratio must be an integer >= 1, got {ratio!r}")
-    try:
-        r = operator.index(ratio)
-    except TypeError:
-        raise TypeError(f"ratio must be an integer >= 1, got {ratio!r}") from None
-    if r < 1:
-        raise ValueError(f"ratio must be an integer >= 1, got {r}")
-    return r
+def check_signal(x: Tensor) -> None:
+    """Raise unless `x` is a floating-point tensor of shape `(..., m)` (an upsampler's input)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"expected a floating-point signal, got dtype {x.dtype}")
+    if x.ndim == 0:
+        raise ValueError("expected a signal of shape (..., m), got a 0-d tensor")
 
 
 def _polynomial_matrix(m: int, ratio: int) -> np.ndarray:
@@ -67,7 +66,7 @@ def spline_matrix(m: int, ratio: int) -> np.ndarray:
     [i, i+1], S(i + u) = M_i ((1-u)^3 - (1-u)) / 6 + M_{i+1} (u^3 - u) / 6 + x_i (1-u) + x_{i+1} u,
     and block j (outputs j*r .. j*r + r - 1) uses piece min(j, m - 2), extrapolating the last.
     """
-    r = _check_ratio(ratio)
+    r = check_ratio(ratio)
     if m < 0:
         raise ValueError(f"length must be >= 0, got {m}")
     if m < 4:
@@ -140,13 +139,8 @@ def cubic_upsample(x: Tensor, ratio: int) -> Tensor:
     m < 4 (which scipy refuses) gives the interpolating polynomial of degree m - 1. Linear and
     differentiable; ratio 1 returns `x` itself.
     """
-    r = _check_ratio(ratio)
-    if not isinstance(x, Tensor):
-        raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"expected a floating-point signal, got dtype {x.dtype}")
-    if x.ndim == 0:
-        raise ValueError("expected a signal of shape (..., m), got a 0-d tensor")
+    r = check_ratio(ratio)
+    check_signal(x)
     if r == 1:
         return x
     m = x.shape[-1]
@@ -188,7 +182,7 @@ class CubicUpsample(nn.Module):
 
     def __init__(self, ratio: int) -> None:
         super().__init__()
-        self.ratio = _check_ratio(ratio)
+        self.ratio = check_ratio(ratio)
 
     # Outside torch.compile graphs: an exact float64 spline built from cached constants, a small
     # fraction of any network's cost; tracing it would only recompile per input length.

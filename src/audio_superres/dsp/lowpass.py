@@ -24,11 +24,20 @@ import torchaudio.functional as AF
 from scipy import signal
 from torch import Tensor
 
+from audio_superres.dsp.degrade import (
+    CODECS,
+    RESAMPLERS,
+    check_mp3_bitrate,
+    codec_rows,
+    resample_down,
+)
+
 __all__ = [
     "DESIGNED_KINDS",
     "LOWPASS_KINDS",
     "LowpassSpec",
     "as_lowpass_spec",
+    "check_sample_rate",
     "draw_lowpass_specs",
     "crop_to_multiple",
     "describe_lowpass",
@@ -52,10 +61,21 @@ class LowpassSpec:
     `ripple_db` is the passband ripple (Chebyshev I, elliptic), `attenuation_db` the stopband
     attenuation (elliptic).
 
+    Kind "resample" is no IIR filter: the low-res signal is a windowed-sinc / polyphase resampler's
+    output (`resampler`: `dsp.degrade.RESAMPLERS`; `cutoff` is its cutoff, `filter_width` the sinc's
+    zero crossings per side, `kaiser_beta` its Kaiser window's). `codec` ("none" or "mp3", at
+    `bitrate_kbps`) compresses the high-res signal before any kind filters and decimates it
+    (`dsp/degrade.py`, docs/filters.md).
+
     Kind "random" is not one filter but a distribution (NU-Wave 2 style): every example gets its
     own family from `families`, order from `order_range`, ripple from `ripple_range` (log-uniform,
     dB), attenuation from `attenuation_range` and cutoff from `cutoff_range`, drawn from a seeded
-    generator (`seed` when the caller gives none), so a draw is reproducible.
+    generator (`seed` when the caller gives none), so a draw is reproducible. With the `p_*`
+    probabilities above 0 (`lowpass=robust`) an example is instead aliased (`p_none`) or
+    resampler-made (`p_resample`: one of `resamplers`, cutoff in `resample_cutoff_range`, width
+    in `filter_width_range`, beta in `kaiser_beta_range`), a drawn filter is one pass with
+    probability `p_one_pass`, and any of them is MP3-coded first with probability `p_codec` at a
+    bitrate of `codec_bitrates`. All `p_*` at 0 draw exactly what this kind always drew.
     """
 
     kind: str = "chebyshev"
@@ -70,6 +90,20 @@ class LowpassSpec:
     attenuation_range: tuple[float, float] = (40.0, 80.0)
     cutoff_range: tuple[float, float] = (0.6, 1.0)
     seed: int = 0
+    resampler: str = "sinc_hann"
+    filter_width: int = 6
+    kaiser_beta: float = 14.769656459379492  # torchaudio's default
+    codec: str = "none"
+    bitrate_kbps: float = 64.0
+    p_none: float = 0.0
+    p_resample: float = 0.0
+    p_one_pass: float = 0.0
+    p_codec: float = 0.0
+    resamplers: tuple[str, ...] = RESAMPLERS
+    resample_cutoff_range: tuple[float, float] = (0.85, 1.0)
+    filter_width_range: tuple[int, int] = (6, 64)
+    kaiser_beta_range: tuple[float, float] = (5.0, 15.0)
+    codec_bitrates: tuple[float, ...] = (16.0, 24.0, 32.0, 48.0, 64.0, 96.0)
 
     def __post_init__(self) -> None:
         # Normalise types so specs built from YAML/CLI values compare and hash like literal ones.
@@ -125,6 +159,71 @@ class LowpassSpec:
         object.__setattr__(self, "attenuation_range", attenuation_range)
         object.__setattr__(self, "cutoff_range", cutoff_range)
         object.__setattr__(self, "seed", int(self.seed))
+        self._check_degradations()
+
+    def _check_degradations(self) -> None:
+        resampler = str(self.resampler).strip().lower()
+        resamplers = tuple(str(m).strip().lower() for m in self.resamplers)
+        for name in (resampler, *resamplers):
+            if name not in RESAMPLERS:
+                raise ValueError(
+                    f"unknown lowpass resampler {name!r}; valid: {', '.join(RESAMPLERS)}"
+                )
+        if not resamplers:
+            raise ValueError("lowpass resamplers must be a non-empty list")
+        if isinstance(self.filter_width, bool) or int(self.filter_width) != self.filter_width:
+            raise TypeError(f"lowpass filter_width must be an integer, got {self.filter_width!r}")
+        if int(self.filter_width) < 1:
+            raise ValueError(f"lowpass filter_width must be >= 1, got {self.filter_width}")
+        kaiser_beta = float(self.kaiser_beta)
+        if not (math.isfinite(kaiser_beta) and kaiser_beta >= 0):
+            raise ValueError(f"lowpass kaiser_beta must be >= 0, got {self.kaiser_beta!r}")
+        codec = str(self.codec).strip().lower()
+        if codec not in CODECS:
+            raise ValueError(f"unknown lowpass codec {self.codec!r}; valid: {', '.join(CODECS)}")
+        if self.kind == "random" and codec != "none":
+            raise ValueError(
+                "lowpass kind 'random' draws its codec: set p_codec and codec_bitrates, not codec"
+            )
+        bitrates = tuple(float(b) for b in self.codec_bitrates)
+        for b in (float(self.bitrate_kbps), *bitrates):
+            if not (math.isfinite(b) and b > 0):
+                raise ValueError(f"lowpass MP3 bitrates must be positive kbps, got {b!r}")
+        if not bitrates:
+            raise ValueError("lowpass codec_bitrates must be a non-empty list")
+        probs = {}
+        for name in ("p_none", "p_resample", "p_one_pass", "p_codec"):
+            p = float(getattr(self, name))
+            if not 0 <= p <= 1:
+                raise ValueError(f"lowpass {name} is a probability in [0, 1], got {p!r}")
+            probs[name] = p
+        if probs["p_none"] + probs["p_resample"] > 1:
+            raise ValueError(
+                f"lowpass p_none + p_resample must be <= 1 (the rest draws a filter), got "
+                f"{probs['p_none']} + {probs['p_resample']}"
+            )
+        resample_cutoff_range = _range(
+            self.resample_cutoff_range, "resample_cutoff_range", float, low=0.0, high=1.0
+        )
+        filter_width_range = _range(self.filter_width_range, "filter_width_range", int, low=0)
+        kaiser_beta_range = _range(self.kaiser_beta_range, "kaiser_beta_range", float, low=-1e-9)
+        object.__setattr__(self, "resampler", resampler)
+        object.__setattr__(self, "filter_width", int(self.filter_width))
+        object.__setattr__(self, "kaiser_beta", kaiser_beta)
+        object.__setattr__(self, "codec", codec)
+        object.__setattr__(self, "bitrate_kbps", float(self.bitrate_kbps))
+        for name, p in probs.items():
+            object.__setattr__(self, name, p)
+        object.__setattr__(self, "resamplers", resamplers)
+        object.__setattr__(self, "resample_cutoff_range", resample_cutoff_range)
+        object.__setattr__(self, "filter_width_range", filter_width_range)
+        object.__setattr__(self, "kaiser_beta_range", kaiser_beta_range)
+        object.__setattr__(self, "codec_bitrates", bitrates)
+
+    @property
+    def draws_degradations(self) -> bool:
+        """A "random" spec that draws more than IIR filters (any `p_*` above 0)."""
+        return any((self.p_none, self.p_resample, self.p_one_pass, self.p_codec))
 
 
 def _range(value: Any, name: str, cast: type, low: float, high: float | None = None) -> tuple:
@@ -169,7 +268,7 @@ _DESIGNERS: dict[str, _Designer] = {
     "elliptic": _design_elliptic,
 }
 DESIGNED_KINDS: tuple[str, ...] = tuple(_DESIGNERS)
-LOWPASS_KINDS: tuple[str, ...] = ("none", *_DESIGNERS, "random")
+LOWPASS_KINDS: tuple[str, ...] = ("none", *_DESIGNERS, "resample", "random")
 _SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(LowpassSpec))
 
 
@@ -205,31 +304,58 @@ def _span(lo: float, hi: float, unit: str = "") -> str:
 def describe_lowpass(lowpass: str | LowpassSpec | Mapping[str, Any]) -> str:
     """A short phrase a person reads: the family and only the knobs it uses.
 
-    `chebyshev (order 8, cutoff 0.8, ripple 0.05 dB, zero phase)`; `no filter (...)`; for
-    `random` the ranges it draws from (families, order, cutoff, ripple, attenuation).
+    `chebyshev (order 8, cutoff 0.8, ripple 0.05 dB, zero phase)`; `no filter (...)`; a
+    resampler's kind, cutoff and width; `, then MP3 at 32 kbps` for a codec; for `random` the
+    ranges it draws from and the probabilities of its other degradations.
     """
     spec = as_lowpass_spec(lowpass)
     phase = "zero phase" if spec.zero_phase else "one pass"
+    codec = f", after MP3 at {spec.bitrate_kbps:g} kbps" if spec.codec != "none" else ""
     if spec.kind == "none":
-        return "no filter (every r-th sample kept, aliased)"
+        return f"no filter (every r-th sample kept, aliased){codec}"
+    if spec.kind == "resample":
+        beta = f", Kaiser beta {spec.kaiser_beta:g}" if "kaiser" in spec.resampler else ""
+        return (f"resampler {spec.resampler} (cutoff {spec.cutoff:g}, {spec.filter_width} zero "
+                f"crossings{beta}){codec}")
     if spec.kind == "random":
         families = spec.families
-        details = [
-            f"order {_span(*spec.order_range)}",
-            f"cutoff {_span(*spec.cutoff_range)}",
-        ]
+        details = [f"order {_span(*spec.order_range)}", f"cutoff {_span(*spec.cutoff_range)}"]
         if {"chebyshev", "elliptic"} & set(families):
             details.append(f"ripple {_span(*spec.ripple_range, 'dB')}")
         if "elliptic" in families:
             details.append(f"attenuation {_span(*spec.attenuation_range, 'dB')}")
-        return (f"random per example: {'/'.join(families)} ({', '.join(details)}, {phase}; "
-                f"seed {spec.seed})")
+        text = f"random per example: {'/'.join(families)} ({', '.join(details)}, {phase}"
+        others = [
+            f"{name} p={p:g}"
+            for name, p in (("no filter", spec.p_none), ("a resampler", spec.p_resample),
+                            ("one pass", spec.p_one_pass),
+                            (f"MP3 at {_span(min(spec.codec_bitrates), max(spec.codec_bitrates))}"
+                             " kbps", spec.p_codec))
+            if p > 0
+        ]
+        return text + (f"; {', '.join(others)}" if others else "") + f"; seed {spec.seed})"
     details = [f"order {spec.order}", f"cutoff {spec.cutoff:g}"]
     if spec.kind in ("chebyshev", "elliptic"):
         details.append(f"ripple {spec.ripple_db:g} dB")
     if spec.kind == "elliptic":
         details.append(f"attenuation {spec.attenuation_db:g} dB")
-    return f"{spec.kind} ({', '.join(details)}, {phase})"
+    return f"{spec.kind} ({', '.join(details)}, {phase}){codec}"
+
+
+def check_sample_rate(spec: LowpassSpec, sample_rate: int) -> None:
+    """ValueError when a codec of `spec` (its own, or any a "random" spec can draw) cannot code
+    audio at `sample_rate`: checked when a run starts, not at the first coded batch."""
+    try:
+        if spec.codec != "none":
+            check_mp3_bitrate(sample_rate, spec.bitrate_kbps)
+    except ValueError as exc:
+        raise ValueError(f"lowpass bitrate_kbps: {exc}") from None
+    try:
+        if spec.kind == "random" and spec.p_codec > 0:
+            for bitrate in spec.codec_bitrates:
+                check_mp3_bitrate(sample_rate, bitrate)
+    except ValueError as exc:
+        raise ValueError(f"lowpass codec_bitrates: {exc}") from None
 
 
 def _check_ratio(ratio: int) -> int:
@@ -258,6 +384,11 @@ def lowpass_sos(spec: LowpassSpec, ratio: int) -> np.ndarray | None:
 def _lowpass_sos_cached(spec: LowpassSpec, ratio: int) -> np.ndarray | None:
     if spec.kind == "none":
         return None
+    if spec.kind == "resample":
+        raise ValueError(
+            "lowpass kind 'resample' is a windowed-sinc resampler, not an IIR filter: it has no "
+            "second-order sections (make_lowres runs it)"
+        )
     if spec.kind == "random":
         raise ValueError(
             "lowpass kind 'random' is a distribution of filters, not one filter: draw concrete "
@@ -414,34 +545,65 @@ def sosfiltfilt_torch(x: Tensor, sos: np.ndarray) -> Tensor:
 def draw_lowpass_specs(
     spec: LowpassSpec, n: int, rng: np.random.Generator | None = None
 ) -> list[LowpassSpec]:
-    """`n` concrete filters drawn from a "random" spec (a concrete spec is repeated n times).
+    """`n` concrete specs drawn from a "random" spec (a concrete spec is repeated n times).
 
     Families, orders, ripples (log-uniform), attenuations and cutoffs are drawn from `rng`, or
     from a generator seeded with `spec.seed` when none is given, so the same call gives the same
-    filters.
+    filters. With `spec.draws_degradations` each example first draws what it is (aliased,
+    resampler-made or filtered; one pass or zero phase; MP3-coded or not; docs/filters.md);
+    without, the draws are exactly the filter draws above (old runs keep their stream).
     """
     spec = as_lowpass_spec(spec)
     if spec.kind != "random":
         return [spec] * n
     rng = np.random.default_rng(spec.seed) if rng is None else rng
-    out = []
-    for _ in range(n):
-        family = spec.families[int(rng.integers(len(spec.families)))]
-        order = int(rng.integers(spec.order_range[0], spec.order_range[1] + 1))
-        log_ripple = rng.uniform(np.log(spec.ripple_range[0]), np.log(spec.ripple_range[1]))
-        attenuation = float(rng.uniform(*spec.attenuation_range))
-        cutoff = float(rng.uniform(*spec.cutoff_range))
-        out.append(
-            LowpassSpec(
-                kind=family,
-                order=order,
-                ripple_db=float(np.exp(log_ripple)),
-                cutoff=round(cutoff, 4),
-                zero_phase=spec.zero_phase,
-                attenuation_db=attenuation,
-            )
+    if spec.draws_degradations:
+        return [_draw_degradation(spec, rng) for _ in range(n)]
+    return [_draw_filter(spec, rng, spec.zero_phase) for _ in range(n)]
+
+
+def _draw_filter(spec: LowpassSpec, rng: np.random.Generator, zero_phase: bool) -> LowpassSpec:
+    family = spec.families[int(rng.integers(len(spec.families)))]
+    order = int(rng.integers(spec.order_range[0], spec.order_range[1] + 1))
+    log_ripple = rng.uniform(np.log(spec.ripple_range[0]), np.log(spec.ripple_range[1]))
+    attenuation = float(rng.uniform(*spec.attenuation_range))
+    cutoff = float(rng.uniform(*spec.cutoff_range))
+    return LowpassSpec(
+        kind=family,
+        order=order,
+        ripple_db=float(np.exp(log_ripple)),
+        cutoff=round(cutoff, 4),
+        zero_phase=zero_phase,
+        attenuation_db=attenuation,
+    )
+
+
+def _draw_degradation(spec: LowpassSpec, rng: np.random.Generator) -> LowpassSpec:
+    """One example of the extended distribution: what makes the LR, then whether it is coded."""
+    u = float(rng.random())
+    if u < spec.p_none:
+        drawn = LowpassSpec(kind="none")
+    elif u < spec.p_none + spec.p_resample:
+        resampler = spec.resamplers[int(rng.integers(len(spec.resamplers)))]
+        cutoff = float(rng.uniform(*spec.resample_cutoff_range))
+        width = int(rng.integers(spec.filter_width_range[0], spec.filter_width_range[1] + 1))
+        beta = float(rng.uniform(*spec.kaiser_beta_range))
+        drawn = LowpassSpec(
+            kind="resample",
+            resampler=resampler,
+            cutoff=round(cutoff, 4),
+            filter_width=width,
+            kaiser_beta=round(beta, 4),
         )
-    return out
+    else:
+        zero_phase = spec.zero_phase
+        if spec.p_one_pass > 0:
+            zero_phase = bool(rng.random() >= spec.p_one_pass)
+        drawn = _draw_filter(spec, rng, zero_phase)
+    if spec.p_codec > 0 and rng.random() < spec.p_codec:
+        bitrate = spec.codec_bitrates[int(rng.integers(len(spec.codec_bitrates)))]
+        drawn = dataclasses.replace(drawn, codec="mp3", bitrate_kbps=bitrate)
+    return drawn
 
 
 def make_lowres(
@@ -449,12 +611,15 @@ def make_lowres(
     ratio: int,
     lowpass: str | LowpassSpec | Mapping[str, Any] = "chebyshev",
     rng: np.random.Generator | None = None,
+    sample_rate: int | None = None,
 ) -> Tensor:
     """Low-res input `(..., n // ratio)` from high-res `y` `(..., n)` (REFERENCE section 3).
 
     Crops n to a multiple of `ratio`, low-passes along the last axis (none / chebyshev /
     butterworth / bessel / elliptic, zero phase by default), then keeps samples 0, r, 2r, ...
-    Kind "random" draws one filter per row of `y` from `rng` (see `draw_lowpass_specs`).
+    Kind "resample" is a resampler's output instead; a spec with `codec: mp3` MP3-codes the
+    high-res signal first, which needs `sample_rate` (the rate of `y`; `dsp/degrade.py`).
+    Kind "random" draws one spec per row of `y` from `rng` (see `draw_lowpass_specs`).
     Ratio 1 returns `y` itself. The result has y's dtype and device and is a fresh contiguous
     tensor otherwise.
     """
@@ -470,12 +635,22 @@ def make_lowres(
     if spec.kind == "random":
         rows = y.reshape(-1, y.shape[-1])
         specs = draw_lowpass_specs(spec, rows.shape[0], rng)
-        out = [_filter_and_decimate(row[None], r, s)[0] for row, s in zip(rows, specs, strict=True)]
+        out = [
+            _filter_and_decimate(row[None], r, s, sample_rate)[0]
+            for row, s in zip(rows, specs, strict=True)
+        ]
         return torch.stack(out).reshape(*y.shape[:-1], -1)
-    return _filter_and_decimate(y, r, spec)
+    return _filter_and_decimate(y, r, spec, sample_rate)
 
 
-def _filter_and_decimate(y: Tensor, r: int, spec: LowpassSpec) -> Tensor:
+def _filter_and_decimate(
+    y: Tensor, r: int, spec: LowpassSpec, sample_rate: int | None = None
+) -> Tensor:
+    if spec.codec != "none":
+        y = codec_rows(y, spec.codec, sample_rate, spec.bitrate_kbps)
+    if spec.kind == "resample":
+        out = resample_down(y, r, spec.resampler, spec.cutoff, spec.filter_width, spec.kaiser_beta)
+        return out[..., : y.shape[-1] // r].contiguous()
     sos = _lowpass_sos_cached(spec, r)
     if sos is not None:
         if spec.zero_phase:

@@ -10,11 +10,12 @@ amplitude features). An inverse STFT returns the waveform, cut to exactly `m * r
 
 Choices of this implementation, and where they differ from the paper's code:
 
-- Input resampler: the project's one cubic spline (`dsp.cubic.CubicUpsample`), as every model
-  here, where the paper resamples with a sinc filter. The network sees the spline's small images
-  above the low-res Nyquist frequency in its input spectrum and learns to replace that band
-  anyway, so nothing in the method needs the sinc; the residual start (below) then starts at
-  exactly the cubic baseline.
+- Input resampler: `upsampler="cubic"` (the class default, so checkpoints from before the
+  setting load unchanged) is the project's one cubic spline (`dsp.cubic.CubicUpsample`), whose
+  small images above the low-res Nyquist the network sees in its input spectrum; the residual
+  start (below) then starts at exactly the cubic baseline. `upsampler="sinc"`
+  (`dsp.sinc.SincUpsample`, a Kaiser-windowed sinc with its stopband from the low-res Nyquist
+  on) is closer to the paper, which resamples with torchaudio's windowed sinc: no images.
 - STFT sizes: the paper's n_fft 1024, hop 80, window 320 (Hann). Its 48 kHz configs keep these
   same sizes in samples (so frames are 3x shorter in time at 48 kHz); that is the default here
   at every rate. `stft_reference_rate` (e.g. 16000) instead scales all three with
@@ -27,14 +28,14 @@ Choices of this implementation, and where they differ from the paper's code:
   A negative `exp(A) - eps` is a phase flip, so the map is smooth and has no dead zone.
 - `residual=True` (not in the paper, whose phase is predicted from scratch): the phase outputs
   are added to the input's `(cos, sin)` before `atan2` and the three output layers start at zero,
-  so an untrained model returns its (cubic) input up to float rounding and trains from the
-  baseline, as `AudioUNet` starts at cubic. This is what a short CPU run needs.
+  so an untrained model returns its upsampled input up to float rounding and trains from that
+  baseline, as `AudioUNet` starts at its upsampled input. This is what a short CPU run needs.
 - Computed in float32 outside autocast: the STFT, log/exp and `atan2` (the blocks may run in
   bf16 under autocast).
 
 The model's receptive field is finite: an output sample depends on the input within
 `win_length + (pre_kernel // 2 + layers * (block_kernel // 2)) * hop_length` high-res samples
-(plus the spline's context), and its frame grid repeats every `hop_length` samples.
+(plus the input upsampler's context), and its frame grid repeats every `hop_length` samples.
 """
 
 from __future__ import annotations
@@ -50,8 +51,7 @@ from audio_superres.dsp.amplitude_phase import (
     InverseAmplitudePhaseSTFT,
     float32_region,
 )
-from audio_superres.dsp.cubic import CubicUpsample
-from audio_superres.models.base import CUBIC_CONTEXT, SuperResModel
+from audio_superres.models.base import UPSAMPLER_CONTEXT, SuperResModel, make_upsampler
 
 __all__ = ["APBWE", "ChannelLayerNorm", "ConvNeXtBlock"]
 
@@ -106,6 +106,8 @@ class APBWE(SuperResModel):
             zero); False is the paper.
         pre_kernel, block_kernel, expansion: the input conv's and the blocks' depthwise kernel
             sizes and the blocks' MLP expansion (paper 7, 7, 3).
+        upsampler: the input resampler, "cubic" (the 2017 spline) or "sinc" (no images above
+            the low-res Nyquist; the paper resamples with a windowed sinc).
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class APBWE(SuperResModel):
         pre_kernel: int = 7,
         block_kernel: int = 7,
         expansion: int = 3,
+        upsampler: str = "cubic",
     ) -> None:
         super().__init__(ratio)
         if channels < 1 or layers < 0:
@@ -139,7 +142,9 @@ class APBWE(SuperResModel):
         self.pre_kernel, self.block_kernel = pre_kernel, block_kernel
         self.stft = AmplitudePhaseSTFT(n_fft, hop_length, win_length)  # checks the sizes
         self.istft = InverseAmplitudePhaseSTFT(n_fft, hop_length, win_length)
-        self.upsample = CubicUpsample(self.ratio)
+        # "cubic" by default: checkpoints from before the setting (no key) keep their spline
+        self.upsample = make_upsampler(upsampler, self.ratio)
+        self.upsampler = upsampler
         bins = n_fft // 2 + 1
         self.amplitude_in = nn.Conv1d(bins, channels, pre_kernel, padding=pre_kernel // 2)
         self.phase_in = nn.Conv1d(bins, channels, pre_kernel, padding=pre_kernel // 2)
@@ -181,9 +186,9 @@ class APBWE(SuperResModel):
     @property
     def context(self) -> int:
         """LR samples each side: the frames' reach in HR samples (a full window each side of the
-        frame context), then the cubic spline's."""
+        frame context), then the input upsampler's."""
         hr = self.win_length + self.frame_context * self.hop_length
-        return math.ceil(hr / self.ratio) + 1 + CUBIC_CONTEXT
+        return math.ceil(hr / self.ratio) + 1 + UPSAMPLER_CONTEXT[self.upsampler]
 
     def predict_spectrum(self, lr: Tensor) -> tuple[Tensor, Tensor]:
         """LR `(B, m)` -> the predicted HR log-amplitude and phase `(B, n_fft//2+1, frames)`.
@@ -227,5 +232,5 @@ class APBWE(SuperResModel):
         return (
             f"ratio={self.ratio}, channels={self.channels}, layers={self.layers}, "
             f"n_fft={self.n_fft}, hop_length={self.hop_length}, win_length={self.win_length}, "
-            f"residual={self.residual}"
+            f"residual={self.residual}, upsampler={self.upsampler}"
         )

@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audio_superres.dsp.cubic import CubicUpsample
-from audio_superres.models.base import CUBIC_CONTEXT, SuperResModel
+from audio_superres.models.base import UPSAMPLER_CONTEXT, SuperResModel, make_upsampler
 from audio_superres.models.layers import (
     SubPixel1d,
     orthogonal_init_,
@@ -75,8 +74,10 @@ class UpBlock(nn.Module):
 class AudioUNet(SuperResModel):
     """Low-res waveform `(B, m)` in, high-res `(B, m * ratio)` out.
 
-    The cubic spline is the network's first layer; the net predicts a residual over it. The
-    last conv starts near zero (N(0, 1e-3)), so an untrained model already equals cubic.
+    The input upsampler is the network's first layer (the 2017 cubic spline, or with
+    `upsampler="sinc"` a windowed sinc without images above the low-res Nyquist); the net predicts
+    a residual over it. The last conv starts near zero (N(0, 1e-3)), so an untrained model
+    already equals its upsampled input.
     Inputs of any length are reflect-padded to a multiple of 2^(depth+1) and cropped back.
 
     Subclasses (e.g. `TFiLMUNet`) change the blocks through `_make_down_block` /
@@ -94,6 +95,7 @@ class AudioUNet(SuperResModel):
         dropout: float = 0.5,
         final_kernel: int = 9,
         bias: bool = True,
+        upsampler: str = "cubic",
     ) -> None:
         super().__init__(ratio)
         filters, kernels = list(filters), list(kernels)
@@ -105,7 +107,9 @@ class AudioUNet(SuperResModel):
         self.kernels = kernels
         self.bottleneck_kernel = int(bottleneck_kernel)
         self.final_kernel = int(final_kernel)
-        self.upsample = CubicUpsample(self.ratio)
+        # "cubic" by default: checkpoints from before the setting (no key) keep their spline
+        self.upsample = make_upsampler(upsampler, self.ratio)
+        self.upsampler = upsampler
 
         self.down = nn.ModuleList()
         cin = 1
@@ -161,20 +165,21 @@ class AudioUNet(SuperResModel):
         """Receptive-field radius in LR samples: each conv adds (kernel - 1) / 2 samples at the
         resolution it runs at (down level l: 2^l HR samples, the bottleneck 2^depth, up level l:
         2^(l+2), since it runs on the level below's output, the final conv 2), plus `multiple` HR
-        samples for the phase offsets of the strides and sub-pixel shuffles, plus the spline's
-        reach. Measured with an impulse in `tests/models/test_contract.py`."""
+        samples for the phase offsets of the strides and sub-pixel shuffles, plus the input
+        upsampler's reach. Measured with an impulse in `tests/models/test_contract.py`."""
         down = sum((k - 1) // 2 * 2**level for level, k in enumerate(self.kernels))
         bottleneck = (self.bottleneck_kernel - 1) // 2 * 2**self.depth
         up = sum((k - 1) // 2 * 2 ** (level + 2) for level, k in enumerate(self.kernels))
         final = (self.final_kernel - 1) // 2 * 2
         hr = down + bottleneck + up + final + self.multiple
-        return -(-hr // self.ratio) + CUBIC_CONTEXT
+        return -(-hr // self.ratio) + UPSAMPLER_CONTEXT[self.upsampler]
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.forward_from_cubic(self.upsample(lr))
 
     def forward_from_cubic(self, cubic: Tensor) -> Tensor:
-        """Run the net on an already cubic-upsampled `(B, n)` signal (any n >= 2)."""
+        """Run the net on an already upsampled `(B, n)` signal (any n >= 2): `self.upsample`'s
+        output, the cubic spline's unless `upsampler="sinc"` (the name is the 2017 one)."""
         n = cubic.shape[-1]
         x = reflect_pad_right(cubic.unsqueeze(1), (-n) % self.multiple)
         skips = []

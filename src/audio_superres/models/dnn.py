@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audio_superres.dsp.cubic import CubicUpsample
-from audio_superres.models.base import CUBIC_CONTEXT, SuperResModel
+from audio_superres.models.base import UPSAMPLER_CONTEXT, SuperResModel, make_upsampler
 from audio_superres.models.layers import reflect_pad_right
 
 __all__ = ["DNNBaseline", "DenseBlock"]
@@ -43,13 +42,14 @@ class DenseBlock(nn.Module):
 class DNNBaseline(SuperResModel):
     """Low-res `(B, m)` in, high-res `(B, m * ratio)` out, through fully connected layers.
 
-    The LR signal is cubic-upsampled as a whole, then cut into fixed patches of `patch_len`
+    The LR signal is upsampled as a whole (`upsampler`: the 2017 cubic spline, or "sinc", a windowed
+    sinc without images above the low-res Nyquist), then cut into fixed patches of `patch_len`
     high-rate samples (the last one reflect-padded, the output cropped back), since dense layers
     need a fixed input size. Each patch goes through `DenseBlock`s of `hidden_sizes` and a last
     Linear back to `patch_len` samples, added to the patch (the additive input skip). Whole
     utterances are therefore processed patch by patch, independently, in this forward: neither
-    training nor evaluation code needs to know. The last layer starts near zero (N(0, 1e-3)), so
-    an untrained model already equals cubic, as AudioUNet does.
+    training nor evaluation code needs to know. The last layer starts near zero (N(0, 1e-3)), so an
+    untrained model already equals its upsampled input, as AudioUNet does.
     """
 
     def __init__(
@@ -59,6 +59,7 @@ class DNNBaseline(SuperResModel):
         hidden_sizes: Sequence[int] = (1024, 1024, 1024),
         layer_skips: bool = True,
         negative_slope: float = 0.2,
+        upsampler: str = "cubic",
     ) -> None:
         super().__init__(ratio)
         if patch_len < 1:
@@ -67,7 +68,9 @@ class DNNBaseline(SuperResModel):
         if not hidden_sizes or min(hidden_sizes) < 1:
             raise ValueError(f"hidden_sizes must be a non-empty list of widths, got {hidden_sizes}")
         self.patch_len = int(patch_len)
-        self.upsample = CubicUpsample(self.ratio)
+        # "cubic" by default: checkpoints from before the setting (no key) keep their spline
+        self.upsample = make_upsampler(upsampler, self.ratio)
+        self.upsampler = upsampler
         widths = [self.patch_len, *hidden_sizes]
         self.blocks = nn.Sequential(
             *(
@@ -85,14 +88,15 @@ class DNNBaseline(SuperResModel):
 
     @property
     def context(self) -> int | None:
-        """A patch sees all of itself: one patch of LR samples, plus the spline's reach."""
-        return -(-self.patch_len // self.ratio) + CUBIC_CONTEXT
+        """A patch sees all of itself: one patch of LR samples, plus the upsampler's reach."""
+        return -(-self.patch_len // self.ratio) + UPSAMPLER_CONTEXT[self.upsampler]
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.forward_from_cubic(self.upsample(lr))
 
     def forward_from_cubic(self, cubic: Tensor) -> Tensor:
-        """Run the net patch by patch on an already cubic-upsampled `(B, n)` signal (any n >= 1)."""
+        """Run the net patch by patch on an already upsampled (`self.upsample`) `(B, n)` signal
+        (any n >= 1)."""
         b, n = cubic.shape
         x = reflect_pad_right(cubic.unsqueeze(1), (-n) % self.patch_len).squeeze(1)
         patches = x.reshape(-1, self.patch_len)  # (B * n_patches, patch_len), batch-major

@@ -4,15 +4,16 @@
 
 The arguments are Hydra overrides of `conf/train.yaml`. The cost is measured, not looked up:
 forward hooks count the multiply-accumulates (MACs) of every layer during one real forward pass
-over one second of low-res input, and GFLOP = 2 x GMAC. Counted: Conv1d and Linear (weights),
-LSTM (gate matmuls and cell products), BatchNorm (one per element), TFiLM's scaling (one per
-element) and the cubic spline (a 58-tap filter per output sample); for AP-BWE, depthwise convs
-(as convs: kernel MACs per output), LayerNorm (two per element: statistics, then scale) and each
-STFT / inverse STFT frame (the window, N MACs, plus an N-point FFT at the usual complex-FFT
-count of 5 N log2 N FLOP = 2.5 N log2 N MACs; a real FFT needs about half). Not counted: biases,
-activations, pooling, dropout, additions and reshapes, the convention of REFERENCE section 2
-(71.7 GMAC per 8192-sample patch for the paper U-Net). The CLI builds the model on PyTorch's
-`meta` device (shapes only, no memory, no arithmetic), which gives the same counts instantly.
+over one second of low-res input, and GFLOP = 2 x GMAC. Counted: Conv1d and Linear (weights), LSTM
+(gate matmuls and cell products), BatchNorm (one per element), TFiLM's scaling (one per element),
+the cubic spline (a 58-tap filter per output sample) and the windowed sinc (65 taps per output
+sample, `upsampler: sinc`); for AP-BWE, depthwise convs (as convs: kernel MACs per output),
+LayerNorm (two per element: statistics, then scale) and each STFT / inverse STFT frame (the window,
+N MACs, plus an N-point FFT at the usual complex-FFT count of 5 N log2 N FLOP = 2.5 N log2 N MACs; a
+real FFT needs about half). Not counted: biases, activations, pooling, dropout, additions and
+reshapes, the convention of REFERENCE section 2 (71.7 GMAC per 8192-sample patch for the paper
+U-Net). The CLI builds the model on PyTorch's `meta` device (shapes only, no memory, no arithmetic),
+which gives the same counts instantly.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 from audio_superres.dsp import cubic as _cubic
 from audio_superres.dsp.amplitude_phase import AmplitudePhaseSTFT, InverseAmplitudePhaseSTFT
 from audio_superres.dsp.cubic import CubicUpsample
+from audio_superres.dsp.sinc import SincUpsample
 from audio_superres.models.layers import count_parameters
 from audio_superres.models.tfilm import TFiLM
 
@@ -73,6 +75,10 @@ def _spline_macs(m: nn.Module, inputs: tuple, output: Tensor) -> int:
     return output.numel() * SPLINE_TAPS
 
 
+def _sinc_macs(m: SincUpsample, inputs: tuple, output: Tensor) -> int:
+    return output.numel() * m.taps
+
+
 def _layer_norm_macs(m: nn.LayerNorm, inputs: tuple, output: Tensor) -> int:
     return 2 * output.numel()
 
@@ -98,6 +104,7 @@ MAC_COUNTERS: dict[type[nn.Module], Callable[[Any, tuple, Any], int]] = {
     nn.BatchNorm1d: _elementwise_macs,
     TFiLM: _elementwise_macs,  # its own multiply; its LSTM is counted as an LSTM
     CubicUpsample: _spline_macs,
+    SincUpsample: _sinc_macs,
     nn.LayerNorm: _layer_norm_macs,
     AmplitudePhaseSTFT: _stft_macs,
     InverseAmplitudePhaseSTFT: _istft_macs,

@@ -95,7 +95,7 @@ def tfilm_block_sizes(block_sizes: int | Sequence[int], depth: int) -> list[int]
 class TFiLMUNet(AudioUNet):
     """`AudioUNet` with a TFiLM layer after each down block, the bottleneck and each up block.
 
-    LR `(B, m)` in, HR `(B, m * ratio)` out, cubic residual inside, any length (see AudioUNet).
+    LR `(B, m)` in, HR `(B, m * ratio)` out, upsampled residual inside, any length (AudioUNet).
     Up block `l` (the one joining the skip of down level `l`) uses that level's block size, so
     skips and up-path features are modulated on the same time grid.
 
@@ -104,6 +104,7 @@ class TFiLMUNet(AudioUNet):
         pool: halve time by max-pooling after stride-1 convs (the 2019 code); False keeps the
             2017 strided convs, i.e. exactly AudioUNet plus the TFiLM layers.
         dilation: dilation of the down, bottleneck and up convs (the 2019 code used 2).
+        upsampler: the input upsampler, "cubic" (the 2017 spline) or "sinc" (see AudioUNet).
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class TFiLMUNet(AudioUNet):
         block_sizes: int | Sequence[int] = 128,
         pool: bool = True,
         dilation: int = 1,
+        upsampler: str = "cubic",
     ) -> None:
         # read by the block factories, which AudioUNet.__init__ calls
         self.pool = bool(pool)
@@ -132,6 +134,7 @@ class TFiLMUNet(AudioUNet):
             dropout,
             final_kernel,
             bias,
+            upsampler,
         )
         filters = list(filters)
         self.block_sizes = tfilm_block_sizes(block_sizes, self.depth)

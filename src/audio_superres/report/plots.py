@@ -16,6 +16,8 @@ from scipy.signal import stft  # noqa: E402
 def _log_spectrogram(
     x: np.ndarray, sr: int, n_fft: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if len(x) < 16:  # a few samples (a 1-frame file): zero-padded to the shortest window
+        x = np.pad(x, (0, 16 - len(x)))
     n_fft = max(16, min(n_fft, len(x)))
     f, t, z = stft(x, fs=sr, nperseg=n_fft, noverlap=n_fft * 3 // 4)
     return f, t, 20 * np.log10(np.abs(z) + 1e-6)

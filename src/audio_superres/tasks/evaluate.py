@@ -18,6 +18,7 @@ from audio_superres.checkpoint import (
     instantiate_trusted,
     load_checkpoint,
 )
+from audio_superres.dsp.lowpass import check_sample_rate
 from audio_superres.errors import ConfigError, DataError, config_errors
 from audio_superres.module import SuperResolutionModule, module_from_checkpoint
 from audio_superres.report.page import evaluation_page
@@ -28,10 +29,22 @@ from audio_superres.runs import (
     library_versions,
     single_lightning_log,
 )
-from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
+from audio_superres.tasks.mismatch import (
+    format_mismatch,
+    parse_test_lowpass,
+    score_under_filters,
+)
 from audio_superres.tasks.perceptual import perceptual_callbacks
+from audio_superres.tasks.robustness import (
+    CostReport,
+    command_line,
+    grid_conditions,
+    grid_description,
+    grid_files,
+)
+from audio_superres.tasks.robustness import finish as finish_robustness
 from audio_superres.tasks.train import inference_settings, instantiate_group
-from audio_superres.utils import ensure_writable_dir
+from audio_superres.utils import ensure_writable_dir, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +54,19 @@ def _plain(node: Any) -> Any:
 
 
 def settle_from_checkpoint(cfg: DictConfig, key: str, stored: Any, ckpt_path: str | None) -> Any:
-    """A task setting: the checkpoint's, unless given; a conflicting one is an error."""
+    """A task setting: the checkpoint's, unless given; a conflicting one is an error, and so
+    is a value that is not a positive whole number (the setting, or the checkpoint, named)."""
     given = cfg.get(key)
-    if given is not None and stored is not None and int(given) != int(stored):
+    if given is not None and positive_int(given) is None:
+        raise ConfigError(f"{key}={given} is not a positive whole number")
+    if stored is not None and positive_int(stored) is None:
+        raise CheckpointError(
+            f"{ckpt_path}: the checkpoint stores {key}={stored!r}, not a positive whole number "
+            "(a damaged or hand-edited checkpoint)"
+        )
+    given = positive_int(given) if given is not None else None
+    stored = positive_int(stored) if stored is not None else None
+    if given is not None and stored is not None and given != stored:
         raise CheckpointError(
             f"{ckpt_path}: the checkpoint was trained with {key}={stored}, but {key}={given} was "
             f"asked for; a model only works at the {key} it was trained for"
@@ -132,7 +155,7 @@ def build_for_evaluation(
     settings = {"ratio": ratio, "sample_rate": sample_rate, "lowpass": lowpass,
                 "n_log_examples": cfg.get("n_examples", 3)}
     if ckpt is not None:  # the generator only: discriminators and optimisers are training state
-        module = module_from_checkpoint(ckpt, **settings)
+        module = module_from_checkpoint(ckpt, where=str(ckpt_path), **settings)
     else:
         module = SuperResolutionModule(model=model_cfg, **settings)
 
@@ -144,6 +167,34 @@ def build_for_evaluation(
             "no data to evaluate on: pass data=folder data.root=DIR data.test_speakers='*'"
         )
     return module, data_cfg, from_checkpoint
+
+
+def no_test_files_message(datamodule: Any) -> str:
+    """Why a prepared data module has nothing to evaluate on: every file unreadable (skipped,
+    with the cache's report), every held-out file too short, or no file of test_speakers."""
+    import json
+
+    root, speakers = datamodule.corpus.root, datamodule.corpus.test_speakers
+    cache = datamodule.cache
+    report = Path(cache.path) / "report.json" if cache is not None else None
+    skipped = []
+    if report is not None and report.is_file():
+        skipped = json.loads(report.read_text()).get("skipped") or []
+    if cache is not None and not cache.entries and skipped:
+        return (
+            f"{root}: no held-out file to evaluate on: all {len(skipped)} audio file(s) were "
+            f"skipped as unreadable (on_bad_file=skip; reasons in {report}), e.g. "
+            f"{skipped[0]['reason']}"
+        )
+    short = list(getattr(datamodule, "short_eval", []) or [])
+    if short:
+        more = f" ({len(skipped)} more skipped as unreadable: {report})" if skipped else ""
+        return (
+            f"{root}: no held-out file to evaluate on: the {len(short)} held-out file(s) of "
+            f"test_speakers={speakers!r} are all too short (e.g. {short[0]}){more}"
+        )
+    more = f"; {len(skipped)} file(s) skipped as unreadable, listed in {report}" if skipped else ""
+    return f"{root}: no held-out file to evaluate on (no file of test_speakers={speakers!r}{more})"
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -168,13 +219,22 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             datamodule = instantiate_data(data_cfg, str(cfg.ckpt_path))
         else:  # the user's own config, as in train.py
             datamodule = instantiate(data_cfg)
+    grid = _plain(cfg.get("degradations"))
+    conditions = None
+    if grid:
+        if cfg.get("test_lowpass"):
+            raise ConfigError(
+                "test_lowpass= and degradations= were both given: the robustness grid is its own "
+                "list of test conditions; drop one"
+            )
+        conditions = grid_conditions(grid)
+        files = grid_files(grid)
+        if files is not None:  # a fixed subset: evenly spaced over the sorted held-out files
+            datamodule.test_max_files = files
     datamodule.prepare_data()
     datamodule.setup("test")
     if not datamodule.test_indices:
-        raise DataError(
-            f"{datamodule.corpus.root}: no held-out file to evaluate on (too short, or no "
-            f"file of test_speakers={datamodule.corpus.test_speakers!r})"
-        )
+        raise DataError(no_test_files_message(datamodule))
 
     with config_errors("logger"):
         loggers = instantiate_group(cfg.get("logger"))
@@ -202,6 +262,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "versions": versions,
     }
+    if conditions is not None:
+        return _robustness(cfg, trainer, module, datamodule, conditions, grid, output_dir, meta,
+                           loggers)
     if cfg.get("test_lowpass"):
         # the filter-mismatch study: one test per filter, mismatch.csv beside metrics.json
         try:
@@ -224,3 +287,62 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print(format_table(module.test_summary))
     print(path)
     return {"metrics_path": str(path), **module.test_summary}
+
+
+def _robustness(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: SuperResolutionModule,
+    datamodule: L.LightningDataModule,
+    conditions: list[dict[str, Any]],
+    grid: dict[str, Any],
+    output_dir: Path,
+    meta: dict[str, Any],
+    loggers: list[Any],
+) -> dict[str, Any]:
+    """The robustness benchmark (`degradations=...`): mismatch.csv, robustness.csv, summary.md."""
+    for name, spec in parse_test_lowpass(conditions):
+        try:
+            check_sample_rate(spec, module.sample_rate)
+        except ValueError as exc:
+            raise ConfigError(f"degradations: condition {name}: {exc}") from None
+    n_files = len(datamodule.test_indices)
+    print(
+        f"robustness grid {grid.get('name', '')}: {len(conditions)} conditions x {n_files} "
+        f"held-out files = {len(conditions) * n_files} file scorings (model and cubic)",
+        flush=True,
+    )
+    cost = CostReport(len(conditions), n_files)
+    try:
+        path, results = score_under_filters(
+            trainer, module, datamodule, conditions, output_dir, meta, on_result=cost
+        )
+        corpus = datamodule.corpus
+        all_files = datamodule.test_max_files is None
+        summary_meta = {
+            **meta,
+            "grid_name": grid.get("name", "degradations"),
+            "grid_description": grid_description(grid),
+            "command": command_line(),
+            "n_files": n_files,
+            "data_root": str(corpus.root),
+            "test_speakers": list(corpus.test_speakers)
+            if isinstance(corpus.test_speakers, (list, tuple)) else corpus.test_speakers,
+            "file_choice": "all of them" if all_files else (
+                f"at most degradations.files={datamodule.test_max_files}, evenly spaced over the "
+                "sorted held-out list (data.test_max_files: the same files for every checkpoint, "
+                "chosen before any score)"
+            ),
+            "seconds": cost.seconds,
+        }
+        summary = finish_robustness(output_dir, results, summary_meta, loggers)
+    finally:
+        finish_wandb()
+    print(format_mismatch(results))
+    print(
+        f"worst condition {summary['worst_condition']}: SNR gain {summary['worst_snr_gain']:+.2f} "
+        f"dB; mean over {summary['n_conditions']}: {summary['mean_snr_gain']:+.2f} dB; "
+        f"{cost.seconds / 60:.1f} min"
+    )
+    print(output_dir / "summary.md")
+    return {"metrics_path": str(path), **summary, **results[0].summary}

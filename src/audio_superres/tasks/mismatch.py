@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,11 +91,13 @@ def evaluate_filters(
     datamodule: L.LightningDataModule,
     filters: Sequence[tuple[str, LowpassSpec]],
     ckpt_path: str | None = None,
+    on_result: Callable[[int, FilterResult], None] | None = None,
 ) -> list[FilterResult]:
     """`trainer.test` once per filter on the same files; the module's own low-pass is restored.
 
     Each filter's logged keys carry its name (`test/<name>/snr`, `test/<name>/audio_0/SR`, ...),
-    so the logger keeps every filter, not only the last."""
+    so the logger keeps every filter, not only the last. `on_result(i, result)` is called after
+    each filter (progress and cost reports)."""
     original = module.lowpass
     results = []
     try:
@@ -114,6 +116,8 @@ def evaluate_filters(
                     examples=list(module.test_examples),
                 )
             )
+            if on_result is not None:
+                on_result(len(results) - 1, results[-1])
     finally:
         module.set_lowpass(original)
         module.test_filter = None
@@ -152,11 +156,12 @@ def score_under_filters(
     output_dir: Path,
     meta: Mapping[str, Any],
     ckpt_path: str | None = None,
+    on_result: Callable[[int, FilterResult], None] | None = None,
 ) -> tuple[Path, list[FilterResult]]:
     """Test under every filter; write metrics.json (first filter on top, all under
     `by_lowpass`), per_file.csv and examples of the first filter, and mismatch.csv."""
     results = evaluate_filters(
-        trainer, module, datamodule, parse_test_lowpass(test_lowpass), ckpt_path
+        trainer, module, datamodule, parse_test_lowpass(test_lowpass), ckpt_path, on_result
     )
     first = results[0]
     by_lowpass = {
@@ -182,11 +187,12 @@ def format_mismatch(results: Sequence[FilterResult]) -> str:
     columns = mismatch_columns(results)
     keys = [c.split("_", 1)[1] for c in columns if c.startswith("model_")]
     keys = [k for k in keys if k != "lsd_paper"]
-    lines = [f"{'test filter':<14}{'':<7}" + "".join(f"{METRIC_LABELS[k]:>13}" for k in keys)]
+    width = max([14, *(len(r.name) + 2 for r in results)])
+    lines = [f"{'test filter':<{width}}{'':<7}" + "".join(f"{METRIC_LABELS[k]:>13}" for k in keys)]
     for row in mismatch_rows(results):
         for who in ("model", "cubic"):
             name = row["test_lowpass"] if who == "model" else ""
             lines.append(
-                f"{name:<14}{who:<7}" + "".join(f"{row[f'{who}_{k}']:>13.3f}" for k in keys)
+                f"{name:<{width}}{who:<7}" + "".join(f"{row[f'{who}_{k}']:>13.3f}" for k in keys)
             )
     return "\n".join(lines)

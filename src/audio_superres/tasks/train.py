@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audio_superres.checkpoint import (
     CheckpointError,
+    check_weights_fit,
     load_checkpoint,
     remove_stale_temporaries,
 )
 from audio_superres.errors import ConfigError, PathNotFoundError, config_errors
 from audio_superres.inference import InferenceSettings
 from audio_superres.module import SuperResolutionModule
+from audio_superres.precision import PRECISIONS, PrecisionChoice, choose_precision
 from audio_superres.report.media import MediaLogger
 from audio_superres.report.results import format_table, write_results
 from audio_superres.runs import (
@@ -189,16 +193,46 @@ def optimized_metric(cfg: DictConfig) -> str:
     return str(cfg.get("optimized_metric") or "val/snr")
 
 
-def check_resumable(ckpt_path: str, cfg: DictConfig) -> None:
+def training_device(accelerator: object) -> torch.device:
+    """The device type Lightning's `accelerator` setting trains on (for the precision rule)."""
+    name = str(accelerator or "auto").lower()
+    if name in ("gpu", "cuda") or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    if name == "mps":
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def apply_precision(cfg: DictConfig) -> PrecisionChoice:
+    """Resolve `trainer.precision` (= the top-level `precision`: auto, 32 or bf16) to Lightning's
+    setting for the device it trains on; a Lightning-only value (e.g. 16-mixed) passes as it is."""
+    asked = cfg.trainer.get("precision", "32-true")
+    try:
+        choice = choose_precision(asked, training_device(cfg.trainer.get("accelerator")))
+    except ConfigError:
+        return PrecisionChoice(str(asked), "trainer.precision, passed to Lightning as it is")
+    with open_dict(cfg):
+        cfg.trainer.precision = choice.lightning
+    return choice
+
+
+def check_resumable(
+    ckpt_path: str, cfg: DictConfig, module: L.LightningModule | None = None
+) -> None:
     """Read the checkpoint to resume from safely first (weights_only) and check that it is of
-    this task, so a corrupt or foreign file is one clear line, not an unpickling traceback."""
-    hp = load_checkpoint(ckpt_path)["hyper_parameters"]
+    this task (and that its weights fit `module`, the one built from the config), so a corrupt
+    or foreign file is one clear line, not an unpickling or size-mismatch traceback."""
+    ckpt = load_checkpoint(ckpt_path)
+    hp = ckpt["hyper_parameters"]
     for key in ("ratio", "sample_rate"):
         if key in hp and int(hp[key]) != int(cfg[key]):
             raise CheckpointError(
                 f"{ckpt_path}: the checkpoint was trained with {key}={hp[key]}, but {key}="
                 f"{cfg[key]} was asked for; resume with the settings of the run it comes from"
             )
+    if module is not None:
+        # shapes only: which names a module holds is Lightning's (strict) business at load time
+        check_weights_fit(ckpt["state_dict"], module.state_dict(), str(ckpt_path), shapes_only=True)
 
 
 def train(cfg: DictConfig) -> float:
@@ -242,6 +276,10 @@ def train(cfg: DictConfig) -> float:
     if isinstance(interval, int) and max_steps and 0 < max_steps < interval:
         with open_dict(cfg):
             cfg.trainer.val_check_interval = max_steps  # validate at least once
+    precision = apply_precision(cfg)
+    log.info("training %s", precision.describe())
+    if precision.name in PRECISIONS:  # validation and test in the arithmetic of training
+        module.inference = replace(module.inference, precision=precision.name)
     with config_errors("trainer"):
         trainer: L.Trainer = instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False
@@ -255,7 +293,7 @@ def train(cfg: DictConfig) -> float:
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if ckpt_path is not None:
-        check_resumable(ckpt_path, cfg)
+        check_resumable(ckpt_path, cfg, module)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         # the final state, whatever the interval (full state, so it can be resumed)
@@ -281,6 +319,7 @@ def train(cfg: DictConfig) -> float:
             "best_val_snr": best_score,
             "global_step": trainer.global_step,
             "seed": cfg.seed,
+            "precision": precision.name,
             "versions": versions,
         }
         if trainer.world_size > 1:

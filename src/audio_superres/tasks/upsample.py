@@ -17,10 +17,14 @@ model's rate, written atomically, mirroring the input tree. `report=true` adds t
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +38,41 @@ from audio_superres.data.audio_io import AudioFileError, to_mono
 from audio_superres.dsp.blockwise import FileReader, LowresReader, Reader, ResampledReader
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec
-from audio_superres.errors import ConfigError, DataError, PathNotFoundError
+from audio_superres.errors import (
+    ConfigError,
+    DataError,
+    PathNotFoundError,
+    UserFacingError,
+    one_line,
+)
 from audio_superres.inference import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK,
     DEFAULT_OVERLAP,
+    hr_alignment,
+    model_context,
+    plan_chunks,
     resolve_device,
     super_resolve_stream,
 )
 from audio_superres.module import lowpass_to_dict, module_from_checkpoint
 from audio_superres.tasks.evaluate import settle_from_checkpoint
 from audio_superres.tasks.train import inference_settings
-from audio_superres.utils import atomic_path
+from audio_superres.utils import (
+    atomic_path,
+    atomic_write_text,
+    ensure_writable_dir,
+    remove_atomic_temporaries,
+)
 
 log = logging.getLogger(__name__)
 
 _OUT_FORMATS = {"wav": ("WAV", "FLOAT"), "flac": ("FLAC", "PCM_24")}
+# what happens to output beyond full scale (each such file is named in a warning either way):
+# warn = float WAV keeps it, FLAC clips it; clip = clipped in every format; normalize = the file
+# is scaled down so that its peak is full scale
+PEAK_POLICIES = ("warn", "clip", "normalize")
+FAILED_REPORT = "failed.csv"  # the output folder's list of inputs that could not be processed
 # input_kind=hr with a checkpoint trained on random filters and no lowpass= given
 DEFAULT_DEGRADE = "chebyshev"
 
@@ -95,39 +118,153 @@ def audio_extensions() -> set[str]:
     return exts | {".aif", ".aiff", ".oga", ".opus"}
 
 
-def find_inputs(src: Path, dst: Path, ext: str) -> list[tuple[Path, Path]]:
-    """(input, output) pairs: one file, or every audio file under a folder, tree mirrored."""
-    if src.is_file():
-        return [(src, dst / f"{src.stem}.{ext}")]
-    if not src.is_dir():
-        raise PathNotFoundError(f"{src}: input not found (give an audio file or a folder)")
-    exts = audio_extensions()
-    files = sorted(
+def _resolved(path: Path) -> Path:
+    """`path` with links followed and `..` folded; as written (absolute) for a link loop."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python < 3.13 on a symlink loop
+        return Path(os.path.abspath(path))
+
+
+def _same_place(a: Path, b: Path) -> bool:
+    """Whether two paths name one file or folder: as written (`..` folded), once links are
+    resolved, or (both existing) the same inode (a hard link)."""
+    if os.path.abspath(a) == os.path.abspath(b) or _resolved(a) == _resolved(b):
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file (links followed), None otherwise."""
+    try:
+        st = path.stat()
+    except (OSError, RuntimeError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_no_input_overwritten(pairs: list[tuple[Path, Path]]) -> None:
+    """Refuse (DataError, one line, before anything is written) any output that would be
+    written over an input: same folder and name, a link to it, `..`, a hard link."""
+    inputs: dict[Any, Path] = {}
+    for src, _ in pairs:
+        inputs[os.path.abspath(src)] = src
+        inputs[str(_resolved(src))] = src
+        if (inode := _inode(src)) is not None:
+            inputs[inode] = src
+    for _, out in pairs:
+        hit = inputs.get(os.path.abspath(out)) or inputs.get(str(_resolved(out)))
+        if hit is None and (inode := _inode(out)) is not None:
+            hit = inputs.get(inode)
+        if hit is not None:
+            raise DataError(
+                f"{hit}: its output {out} would be written over this input; upsample.py never "
+                "overwrites an input: choose another output= folder (or format=)"
+            )
+
+
+def _candidates(src: Path, exts: set[str]) -> list[Path]:
+    """Every entry under `src` named like an audio file (hidden ones aside), folders aside:
+    unreadable files, broken links and pipes included, so that each is named as a bad file
+    instead of vanishing from the run."""
+    return sorted(
         p
         for p in src.rglob("*")
-        if p.is_file() and p.suffix.lower() in exts and not p.name.startswith(".")
+        if p.suffix.lower() in exts and not p.name.startswith(".") and not p.is_dir()
     )
-    if dst.resolve().is_relative_to(src.resolve()):
-        files = [p for p in files if not p.resolve().is_relative_to(dst.resolve())]
+
+
+def find_inputs(src: Path, dst: Path, ext: str) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: one file, or every audio file under a folder, tree mirrored.
+
+    Refuses (one line, before anything is written): an output folder that is the input folder,
+    two inputs that would share an output (`a.wav` and `a.flac`), and any output that would be
+    written over an input (`check_no_input_overwritten`). Files under the output folder, when
+    it lies inside the input folder, are not inputs (the results of an earlier run).
+    """
+    if src.is_file() or (src.is_symlink() and not src.exists()):
+        pairs = [(src, dst / f"{src.stem}.{ext}")]
+        check_no_input_overwritten(pairs)
+        return pairs
+    if not src.is_dir():
+        raise PathNotFoundError(f"{src}: input not found (give an audio file or a folder)")
+    if _same_place(src, dst):
+        raise DataError(
+            f"{dst}: the output folder is the input folder, so the outputs would be written over "
+            "the inputs; choose another output= folder (it may lie inside the input folder)"
+        )
+    files = _candidates(src, audio_extensions())
     if not files:
         raise PathNotFoundError(f"{src}: no audio files found under this folder")
+    if _resolved(dst).is_relative_to(_resolved(src)):
+        inside = [p for p in files if _resolved(p).is_relative_to(_resolved(dst))]
+        files = [p for p in files if p not in inside]
+        if not files:
+            raise PathNotFoundError(
+                f"{src}: no audio files found outside the output folder {dst} (its "
+                f"{len(inside)} file(s) are results, not inputs)"
+            )
     pairs = [(p, dst / p.relative_to(src).with_suffix(f".{ext}")) for p in files]
     seen: dict[Path, Path] = {}
     for p, out in pairs:
         if out in seen:
             raise DataError(f"{p} and {seen[out]} would both be written to {out}: rename one")
         seen[out] = p
+    check_no_input_overwritten(pairs)
     return pairs
 
 
-class _ClippingWriter:
-    """Integer formats (FLAC) would wrap out-of-range samples: clip them first."""
+@dataclass
+class PeakMeter:
+    """Writes HR blocks to an open output file and measures what was written.
 
-    def __init__(self, f: sf.SoundFile, clip: bool) -> None:
-        self.f, self.clip = f, clip
+    `peak` is the largest magnitude the model produced; samples beyond full scale are clipped
+    to [-1, 1] when `clip` (integer formats, which would wrap them, and `peak=clip`), counted
+    in `clipped`. `gain` scales every sample first (`peak=normalize`'s second pass). Non-finite
+    output (an input so loud that the model overflows) is a ValueError: nothing is written.
+    """
+
+    f: Any
+    clip: bool
+    gain: float = 1.0
+    peak: float = 0.0
+    clipped: int = 0
 
     def write(self, data: np.ndarray) -> None:
-        self.f.write(np.clip(data, -1.0, 1.0) if self.clip else data)
+        if self.gain != 1.0:
+            data = data * np.float32(self.gain)
+        if data.size:
+            if not np.isfinite(data).all():
+                raise ValueError(
+                    "the model's output holds non-finite samples (NaN or inf): is the input's "
+                    "level sane?"
+                )
+            self.peak = max(self.peak, float(np.max(np.abs(data))))
+        if self.clip:
+            over = np.abs(data) > 1.0
+            self.clipped += int(over.sum())
+            data = np.clip(data, -1.0, 1.0)
+        self.f.write(data)
+
+
+def peak_message(dst: Path, peak: float, policy: str, fmt_subtype: str, clipped: int) -> str:
+    """The per-file line for an output whose peak exceeds full scale (what was done about it)."""
+    over = f"{dst}: output peak {peak:.3g} is {20 * np.log10(peak):.1f} dB above full scale"
+    if policy == "normalize":
+        return f"{over}; scaled down by {20 * np.log10(peak):.1f} dB to full scale (peak=normalize)"
+    if clipped:
+        why = "peak=clip" if policy == "clip" else f"{fmt_subtype} cannot hold it"
+        return (
+            f"{over}; {clipped} sample(s) clipped to full scale ({why}); peak=normalize scales "
+            "the file down instead"
+        )
+    return (
+        f"{over}; kept in the float WAV (players and converters will clip it): peak=normalize "
+        "scales it down, peak=clip clips it"
+    )
 
 
 @dataclass
@@ -143,6 +280,7 @@ class Upsampler:
     overlap: int = DEFAULT_OVERLAP
     batch_size: int = DEFAULT_BATCH_SIZE
     device: str = "auto"
+    precision: str = "32"  # auto | 32 | bf16 (upsample.yaml: auto)
     lowpass_source: str = "the checkpoint's training filter"
 
     @property
@@ -162,10 +300,12 @@ class Upsampler:
             raise ConfigError(
                 f"{ckpt_path}: sample_rate {sample_rate} is not a multiple of {ratio}"
             )
-        module = module_from_checkpoint(ckpt, ratio=ratio, sample_rate=sample_rate)
+        module = module_from_checkpoint(
+            ckpt, ratio=ratio, sample_rate=sample_rate, where=str(ckpt_path)
+        )
         settings = inference_settings(cfg)
         spec, source = degrade_filter(hp["lowpass"], _plain(cfg.get("lowpass")), str(ckpt_path))
-        return cls(
+        up = cls(
             model=module.model.eval(),
             ratio=ratio,
             sample_rate=sample_rate,
@@ -176,6 +316,21 @@ class Upsampler:
             overlap=settings.overlap,
             batch_size=settings.batch_size,
             device=str(resolve_device(cfg.get("device", "auto"))),
+            precision=settings.precision,
+        )
+        up.check_chunking()
+        return up
+
+    def check_chunking(self) -> None:
+        """A ConfigError now, before any file is written, for chunk/overlap settings no chunk
+        plan can honour (`inference.plan_chunks`' own checks)."""
+        plan_chunks(
+            1,
+            self.ratio,
+            self.chunk,
+            self.overlap,
+            hr_alignment(self.model),
+            model_context(self.model),
         )
 
     @property
@@ -233,37 +388,32 @@ class Upsampler:
         dst: Path,
         kind: str = "lr",
         progress: Callable[[int], None] | None = None,
+        peak: str = "warn",
     ) -> dict[str, Any]:
-        """Super-resolve one file into `dst` (atomically); returns what the page needs."""
+        """Super-resolve one file into `dst` (atomically); returns what the page needs.
+
+        `peak` (`PEAK_POLICIES`) says what happens to output beyond full scale; an output that
+        exceeds it is named in a warning either way (`peak_message`).
+        """
+        if peak not in PEAK_POLICIES:
+            raise ConfigError(f"peak must be one of {', '.join(PEAK_POLICIES)}; got peak={peak}")
         reader, how, f = self._lowres_input(src, kind)
         fmt, subtype = _OUT_FORMATS[dst.suffix.lower().lstrip(".")]
         try:
             with atomic_path(dst) as tmp:
-                with sf.SoundFile(
-                    str(tmp),
-                    "w",
-                    samplerate=self.sample_rate,
-                    channels=reader.channels,
-                    format=fmt,
-                    subtype=subtype,
-                ) as out:
-                    super_resolve_stream(
-                        self.model,
-                        reader,
-                        _ClippingWriter(out, clip=subtype.startswith("PCM")),
-                        self.ratio,
-                        chunk=self.chunk,
-                        overlap=self.overlap,
-                        batch_size=self.batch_size,
-                        device=self.device,
-                        progress=progress,
-                    )
-        except AudioFileError:
+                if peak == "normalize":
+                    meter = self._render_normalized(reader, tmp, fmt, subtype, progress)
+                else:
+                    clip = peak == "clip" or subtype.startswith("PCM")
+                    meter = self._render(reader, tmp, fmt, subtype, clip, progress)
+        except UserFacingError:  # the file's own error, or a setting's (ConfigError)
             raise
         except ValueError as e:  # e.g. too short for the filter: say which file
             raise AudioFileError(f"{src}: {e}") from e
         finally:
             f.close()
+        if meter.peak > 1.0:
+            log.warning("%s", peak_message(dst, meter.peak, peak, subtype, meter.clipped))
         return {
             "input": src,
             "output": dst,
@@ -271,7 +421,70 @@ class Upsampler:
             "channels": reader.channels,
             "seconds": reader.frames / self.lr_rate,
             "has_hr": kind == "hr",
+            "peak": meter.peak,
         }
+
+    def _render(
+        self,
+        reader: Reader,
+        path: Path,
+        fmt: str,
+        subtype: str,
+        clip: bool,
+        progress: Callable[[int], None] | None = None,
+    ) -> PeakMeter:
+        """Run the model over `reader` into a new file at `path`; the meter says what it wrote."""
+        with sf.SoundFile(
+            str(path),
+            "w",
+            samplerate=self.sample_rate,
+            channels=reader.channels,
+            format=fmt,
+            subtype=subtype,
+        ) as out:
+            meter = PeakMeter(out, clip=clip)
+            super_resolve_stream(
+                self.model,
+                reader,
+                meter,
+                self.ratio,
+                chunk=self.chunk,
+                overlap=self.overlap,
+                batch_size=self.batch_size,
+                device=self.device,
+                progress=progress,
+                precision=self.precision,
+            )
+        return meter
+
+    def _render_normalized(
+        self,
+        reader: Reader,
+        path: Path,
+        fmt: str,
+        subtype: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> PeakMeter:
+        """`peak=normalize`: render into a float scratch file (a hidden temporary beside `path`,
+        removed in every case), then copy it scaled to full scale when its peak exceeds it.
+        The returned meter holds the model's own peak."""
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.wav", dir=path.parent)
+        os.close(fd)
+        scratch = Path(name)
+        try:
+            first = self._render(reader, scratch, "WAV", "FLOAT", False, progress)
+            gain = 1.0 / first.peak if first.peak > 1.0 else 1.0
+            with sf.SoundFile(str(scratch)) as src, sf.SoundFile(
+                str(path), "w", samplerate=self.sample_rate, channels=src.channels,
+                format=fmt, subtype=subtype,
+            ) as out:  # fmt: skip
+                second = PeakMeter(out, clip=True, gain=gain)  # clips float rounding only
+                for block in src.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+                    second.write(block)
+        finally:
+            scratch.unlink(missing_ok=True)
+        first.clipped = second.clipped
+        return first
 
     def page_example(self, item: dict[str, Any], seconds: float, kind: str) -> Any:
         """The first `seconds` of a processed file as a page example (mono mix)."""
@@ -304,23 +517,195 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
+@dataclass(frozen=True)
+class UpsampleOptions:
+    """upsample.py's own settings, checked before the checkpoint is read or a file written."""
+
+    ext: str = "wav"  # format=
+    kind: str = "lr"  # input_kind=
+    on_bad_file: str = "skip"  # skip | error (the data configs' vocabulary)
+    peak: str = "warn"  # PEAK_POLICIES
+    report_max_files: int = 20  # files shown on the samples page (report=true)
+    report_seconds: float = 20.0  # excerpt length per file on the page
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> UpsampleOptions:
+        from audio_superres.data.cache import BAD_FILE_POLICIES
+
+        ext = str(cfg.get("format", "wav")).lower()
+        if ext not in _OUT_FORMATS:
+            raise ConfigError(f"format must be one of {', '.join(_OUT_FORMATS)}; got {ext!r}")
+        kind = str(cfg.get("input_kind", "lr"))
+        if kind not in ("lr", "hr"):
+            raise ConfigError(f"input_kind must be 'lr' or 'hr', got {kind!r}")
+        policy = str(cfg.get("on_bad_file", "skip"))
+        if policy not in BAD_FILE_POLICIES:
+            raise ConfigError(
+                f"on_bad_file must be one of {', '.join(BAD_FILE_POLICIES)} (skip: process every "
+                f"good file and list the bad ones; error: stop at the first); got {policy!r}"
+            )
+        peak = str(cfg.get("peak", "warn"))
+        if peak not in PEAK_POLICIES:
+            raise ConfigError(f"peak must be one of {', '.join(PEAK_POLICIES)}; got {peak!r}")
+        page = {}
+        for key, kind_of, default in (("report_max_files", int, 20), ("report_seconds", float, 20)):
+            value = cfg.get(key, default)
+            try:
+                page[key] = kind_of(value)
+            except (TypeError, ValueError):
+                page[key] = -1
+            if isinstance(value, bool) or page[key] <= 0:
+                raise ConfigError(f"{key} must be a positive number, got {key}={value}")
+        return cls(ext=ext, kind=kind, on_bad_file=policy, peak=peak, **page)
+
+
+def prepare_output(dst: Path, pairs: list[tuple[Path, Path]]) -> None:
+    """Check that the output folder can be written (one line if not: a file in the way,
+    read-only, permissions), and remove the temporaries a killed run left in the folders this
+    run writes into (only names of `atomic_path` temporaries; `utils.remove_atomic_temporaries`)."""
+    ensure_writable_dir(dst)
+    folders = {dst, dst / "report", *(out.parent for _, out in pairs)}
+    for folder in sorted(folders):
+        for tmp in remove_atomic_temporaries(folder):
+            log.info("removed %s, the temporary of a write that was killed", tmp)
+
+
+def _reason(path: Path, exc: BaseException) -> str:
+    """An error's message without the `<path>: ` it starts with (the report has a path column)."""
+    message = one_line(exc)
+    prefix = f"{path}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def write_failed_report(dst: Path, failed: list[dict[str, str]]) -> Path | None:
+    """`failed.csv` (input, output, reason) in the output folder when any file failed; a stale
+    one from an earlier run into the same folder is removed when none did."""
+    path = dst / FAILED_REPORT
+    if not failed:
+        path.unlink(missing_ok=True)
+        return None
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["input", "output", "reason"])
+    writer.writeheader()
+    writer.writerows(failed)
+    atomic_write_text(path, buffer.getvalue())
+    return path
+
+
+def process_files(
+    up: Upsampler,
+    pairs: list[tuple[Path, Path]],
+    src: Path,
+    dst: Path,
+    opts: UpsampleOptions,
+    bar: Any,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Super-resolve every pair; returns (done, failed). A file that cannot be used (an
+    AudioFileError: undecodable, truncated, NaN, empty, too short...) is named in one warning
+    line and listed, and the next file goes on (`on_bad_file=skip`), or it stops the run
+    (`error`). Ctrl-C stops with one line saying how many files were finished."""
+    done: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+    in_flight: Path | None = None  # the input whose output is being written
+    try:
+        for path, out in bar:
+            bar.set_postfix_str(path.name)
+            t0 = time.perf_counter()
+            in_flight = path
+            try:
+                item = up.upsample_file(path, out, opts.kind, peak=opts.peak)
+            except AudioFileError as exc:
+                in_flight = None
+                if opts.on_bad_file == "error":
+                    raise
+                log.warning("skipped: %s", one_line(exc))
+                reason = _reason(path, exc)
+                failed.append({"input": str(path), "output": str(out), "reason": reason})
+                continue
+            done.append(item)
+            in_flight = None
+            item["wall_s"] = time.perf_counter() - t0
+            item["rel"] = path.relative_to(src) if src.is_dir() else Path(path.name)
+            log.info("%s: %.1f s of audio in %.2f s", path, item["seconds"], item["wall_s"])
+    except KeyboardInterrupt:
+        stopped = f"{in_flight} was not written" if in_flight else "no file was in progress"
+        raise KeyboardInterrupt(
+            f"{len(done)} of {len(pairs)} file(s) were finished in {dst}; {stopped}, and no "
+            "half-written file remains (outputs are written to a temporary name and renamed "
+            "into place)"
+        ) from None
+    return done, failed
+
+
+def write_report_page(
+    up: Upsampler, done: list[dict[str, Any]], src: Path, dst: Path, opts: UpsampleOptions
+) -> Path:
+    """OUTPUT/report/index.html: the first `report_max_files` outputs (a file whose excerpt
+    cannot be shown is left off the page with a warning saying why) and the table of all."""
+    from audio_superres.report.page import Table, write_samples_page
+
+    n, seconds, kind = opts.report_max_files, opts.report_seconds, opts.kind
+    examples = []
+    for item in done[:n]:
+        try:
+            examples.append(up.page_example(item, seconds, kind))
+        except UserFacingError as exc:  # e.g. the file changed since it was processed
+            log.warning("left off the samples page: %s", one_line(exc))
+    table = Table(
+        f"{len(done)} file(s) super-resolved",
+        ["input", "output", "channels", "seconds", "peak", "input handling"],
+        [
+            [
+                str(i["rel"]),
+                str(Path(i["output"]).relative_to(dst)),
+                i["channels"],
+                round(float(i["seconds"]), 3),
+                round(float(i["peak"]), 3),
+                i["how"],
+            ]
+            for i in done
+        ],
+    )
+    return write_samples_page(
+        dst / "report",
+        examples,
+        title=f"Super-resolved recordings ({up.ratio}x, {up.lr_rate} -> {up.sample_rate} Hz)",
+        intro=(
+            f"The first {seconds:g} s of up to {n} files: the low-res input, the cubic "
+            "spline baseline and the model's output."
+        ),
+        tables=[table],
+        meta={
+            "checkpoint": up.checkpoint,
+            "input": str(src),
+            "input_kind": kind,
+            **({"degraded with": up.degrade_description} if kind == "hr" else {}),
+        },
+    )
+
+
 def upsample(cfg: DictConfig) -> Path:
-    """Super-resolve `cfg.input` (file or folder) into `cfg.output`; returns the output dir."""
+    """Super-resolve `cfg.input` (file or folder) into `cfg.output`; returns the output dir.
+
+    Every good file of a folder is processed; the bad ones are named (one line each), listed in
+    OUTPUT/failed.csv, and make the run end with a one-line error (exit status 1) after the
+    output folder is printed. `on_bad_file=error` stops at the first one instead (always, for
+    a single input file: its own error is the message).
+    """
     from tqdm import tqdm
 
-    up = Upsampler.from_config(cfg)
+    opts = UpsampleOptions.from_config(cfg)
     src, dst = Path(str(cfg.input)), Path(str(cfg.output))
-    ext = str(cfg.get("format", "wav")).lower()
-    if ext not in _OUT_FORMATS:
-        raise ConfigError(f"format must be one of {', '.join(_OUT_FORMATS)}; got {ext!r}")
-    kind = str(cfg.get("input_kind", "lr"))
-    if kind not in ("lr", "hr"):
-        raise ConfigError(f"input_kind must be 'lr' or 'hr', got {kind!r}")
-    pairs = find_inputs(src, dst, ext)
+    pairs = find_inputs(src, dst, opts.ext)  # refuses any output that would overwrite an input
+    if not src.is_dir():  # one file: its own error is the whole story (no failed.csv)
+        opts = replace(opts, on_bad_file="error")
+    up = Upsampler.from_config(cfg)
+    kind = opts.kind
     if kind == "hr":
         log.info("input_kind=hr: degrading each file with %s", up.degrade_description)
     elif cfg.get("lowpass") is not None:
         log.warning("lowpass= is used only with input_kind=hr; the files are taken as low-res")
+    prepare_output(dst, pairs)
     log.info(
         "%s: %d file(s), %dx to %d Hz on %s",
         up.checkpoint,
@@ -329,52 +714,18 @@ def upsample(cfg: DictConfig) -> Path:
         up.sample_rate,
         up.device,
     )
-    done = []
     bar = tqdm(pairs, unit="file", disable=not cfg.get("progress", True) or len(pairs) == 1)
-    for path, out in bar:
-        bar.set_postfix_str(path.name)
-        t0 = time.perf_counter()
-        item = up.upsample_file(path, out, kind)
-        item["wall_s"] = time.perf_counter() - t0
-        log.info("%s: %.1f s of audio in %.2f s", path, item["seconds"], item["wall_s"])
-        item["rel"] = path.relative_to(src) if src.is_dir() else Path(path.name)
-        done.append(item)
+    done, failed = process_files(up, pairs, src, dst, opts, bar)
     if cfg.get("report", False):
-        from audio_superres.report.page import Table, write_samples_page
-
-        n = int(cfg.get("report_max_files", 20))
-        seconds = float(cfg.get("report_seconds", 20.0))
-        examples = [up.page_example(item, seconds, kind) for item in done[:n]]
-        table = Table(
-            f"{len(done)} file(s) super-resolved",
-            ["input", "output", "channels", "seconds", "input handling"],
-            [
-                [
-                    str(i["rel"]),
-                    str(Path(i["output"]).relative_to(dst)),
-                    i["channels"],
-                    round(float(i["seconds"]), 2),
-                    i["how"],
-                ]
-                for i in done
-            ],
-        )
-        page = write_samples_page(
-            dst / "report",
-            examples,
-            title=f"Super-resolved recordings ({up.ratio}x, {up.lr_rate} -> {up.sample_rate} Hz)",
-            intro=(
-                f"The first {seconds:g} s of up to {n} files: the low-res input, the cubic "
-                "spline baseline and the model's output."
-            ),
-            tables=[table],
-            meta={
-                "checkpoint": up.checkpoint,
-                "input": str(src),
-                "input_kind": kind,
-                **({"degraded with": up.degrade_description} if kind == "hr" else {}),
-            },
-        )
-        log.info("samples page: %s", page)
+        if done:
+            log.info("samples page: %s", write_report_page(up, done, src, dst, opts))
+        else:
+            log.warning("no samples page: no file was super-resolved")
+    report = write_failed_report(dst, failed)
     print(dst)
+    if report is not None:
+        raise DataError(
+            f"{report}: {len(failed)} of {len(pairs)} file(s) could not be super-resolved "
+            f"(listed there, {len(done)} done), e.g. {failed[0]['input']}: {failed[0]['reason']}"
+        )
     return dst
