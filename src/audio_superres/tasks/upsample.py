@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,14 @@ from omegaconf import DictConfig
 
 from audio_superres.checkpoint import load_checkpoint
 from audio_superres.data.audio_io import AudioFileError, to_mono
-from audio_superres.dsp.blockwise import FileReader, LowresReader, Reader, ResampledReader
+from audio_superres.dsp.bandwidth import InputCheck, check_input, measure_reader, refilter_spec
+from audio_superres.dsp.blockwise import (
+    FileReader,
+    LowresReader,
+    Reader,
+    RefilteredReader,
+    ResampledReader,
+)
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec
 from audio_superres.errors import ConfigError, DataError, PathNotFoundError
@@ -52,6 +59,8 @@ log = logging.getLogger(__name__)
 _OUT_FORMATS = {"wav": ("WAV", "FLOAT"), "flac": ("FLAC", "PCM_24")}
 # input_kind=hr with a checkpoint trained on random filters and no lowpass= given
 DEFAULT_DEGRADE = "chebyshev"
+# input_conditioning=: auto (re-filter only when the top band says so), off, always (issue 20)
+CONDITIONING_MODES = ("auto", "off", "always")
 
 
 def describe_lowpass(spec: LowpassSpec) -> str:
@@ -144,6 +153,8 @@ class Upsampler:
     batch_size: int = DEFAULT_BATCH_SIZE
     device: str = "auto"
     lowpass_source: str = "the checkpoint's training filter"
+    training_lowpass: dict[str, Any] | None = None  # the checkpoint's (None: same as `lowpass`)
+    input_conditioning: str = "auto"
 
     @property
     def lr_rate(self) -> int:
@@ -165,12 +176,20 @@ class Upsampler:
         module = module_from_checkpoint(ckpt, ratio=ratio, sample_rate=sample_rate)
         settings = inference_settings(cfg)
         spec, source = degrade_filter(hp["lowpass"], _plain(cfg.get("lowpass")), str(ckpt_path))
+        conditioning = str(cfg.get("input_conditioning", "auto")).lower()
+        if conditioning not in CONDITIONING_MODES:
+            raise ConfigError(
+                f"input_conditioning must be one of {', '.join(CONDITIONING_MODES)}; "
+                f"got {cfg.get('input_conditioning')!r}"
+            )
         return cls(
             model=module.model.eval(),
             ratio=ratio,
             sample_rate=sample_rate,
             lowpass=lowpass_to_dict(spec),
             lowpass_source=source,
+            training_lowpass=lowpass_to_dict(as_lowpass_spec(hp["lowpass"])),
+            input_conditioning=conditioning,
             checkpoint=str(ckpt_path),
             chunk=settings.chunk,
             overlap=settings.overlap,
@@ -236,6 +255,11 @@ class Upsampler:
     ) -> dict[str, Any]:
         """Super-resolve one file into `dst` (atomically); returns what the page needs."""
         reader, how, f = self._lowres_input(src, kind)
+        try:
+            reader, check = self.condition_input(src, kind, reader)
+        except BaseException:
+            f.close()
+            raise
         fmt, subtype = _OUT_FORMATS[dst.suffix.lower().lstrip(".")]
         try:
             with atomic_path(dst) as tmp:
@@ -271,7 +295,48 @@ class Upsampler:
             "channels": reader.channels,
             "seconds": reader.frames / self.lr_rate,
             "has_hr": kind == "hr",
+            "check": check,
         }
+
+    def condition_input(
+        self, src: Path, kind: str, reader: Reader
+    ) -> tuple[Reader, InputCheck | None]:
+        """Issue 20: measure a file's low-res input, log it, and bring it to the training
+        condition only when its top band says so (`dsp.bandwidth.check_input`).
+
+        One cheap pass over the whole file first (its own reader: decoding, and the resampling
+        or degradation of its input path, no model), then `reader` is streamed as it is, or
+        through `RefilteredReader` (the training filter's shape at the low-res rate).
+        `input_conditioning=off` skips the pass; `always` re-filters every file. An
+        `input_kind=hr` file degraded with the training filter itself is matched by
+        construction and never re-filtered in `auto`.
+        """
+        if self.input_conditioning == "off":
+            return reader, None
+        trained = as_lowpass_spec(self.training_lowpass or self.lowpass)
+        measured, _, f = self._lowres_input(src, kind, warn=False)
+        with f:
+            spectrum = measure_reader(measured, self.lr_rate)
+        check = check_input(spectrum, trained, self.ratio)
+        if self.input_conditioning == "always":
+            if refilter_spec(trained) is not None and not check.reason.startswith("too short"):
+                check = replace(check, refilter=True, reason="input_conditioning=always")
+        elif kind == "hr" and as_lowpass_spec(self.lowpass) == trained:
+            check = replace(check, refilter=False, reason="degraded with the training filter")
+        log.info("%s: %s", src, check.summary())
+        if check.narrow:
+            log.warning(
+                "%s: effective bandwidth %.0f Hz (%.2f of the low-res Nyquist) is much less than "
+                "the training input's (%.2f): the model expects content up to about %.0f Hz",
+                src,
+                check.bandwidth_hz,
+                check.bandwidth,
+                check.expected_bandwidth,
+                check.expected_bandwidth * check.nyquist_hz,
+            )
+        if check.refilter:
+            reader = RefilteredReader(reader, trained)
+        return reader, check
 
     def page_example(self, item: dict[str, Any], seconds: float, kind: str) -> Any:
         """The first `seconds` of a processed file as a page example (mono mix)."""
@@ -295,7 +360,26 @@ class Upsampler:
         note = f"{item['how']}; {item['channels']} channel(s)"
         if item["channels"] > 1:
             note += " (mixed to mono on this page)"
+        if item.get("check") is not None:
+            note += f"; {item['check'].summary()} (LR shown as given)"
         return PageExample(name=str(item["rel"]), signals=signals, rates=rates, note=note)
+
+
+def per_file_row(item: dict[str, Any], dst: Path) -> dict[str, Any]:
+    """One upsampled file for the page's table and report/per_file.csv, with the input check
+    (issue 20: bandwidth, top-band excess, re-filtered or not; empty when it was off)."""
+    row = {
+        "input": str(item["rel"]),
+        "output": str(Path(item["output"]).relative_to(dst)),
+        "channels": item["channels"],
+        "seconds": round(float(item["seconds"]), 2),
+        "input handling": item["how"],
+    }
+    check = item.get("check")
+    empty = dict.fromkeys(
+        ("bandwidth_hz", "bandwidth_fraction", "top_band_excess_db", "refiltered", "reason"), ""
+    )
+    return {**row, **(check.as_row() if check is not None else empty)}
 
 
 def _plain(node: Any) -> Any:
@@ -341,24 +425,16 @@ def upsample(cfg: DictConfig) -> Path:
         done.append(item)
     if cfg.get("report", False):
         from audio_superres.report.page import Table, write_samples_page
+        from audio_superres.report.results import write_per_file_csv
 
         n = int(cfg.get("report_max_files", 20))
         seconds = float(cfg.get("report_seconds", 20.0))
         examples = [up.page_example(item, seconds, kind) for item in done[:n]]
+        rows = [per_file_row(i, dst) for i in done]
         table = Table(
-            f"{len(done)} file(s) super-resolved",
-            ["input", "output", "channels", "seconds", "input handling"],
-            [
-                [
-                    str(i["rel"]),
-                    str(Path(i["output"]).relative_to(dst)),
-                    i["channels"],
-                    round(float(i["seconds"]), 2),
-                    i["how"],
-                ]
-                for i in done
-            ],
+            f"{len(done)} file(s) super-resolved", list(rows[0]), [list(r.values()) for r in rows]
         )
+        write_per_file_csv(dst / "report" / "per_file.csv", rows)
         page = write_samples_page(
             dst / "report",
             examples,
