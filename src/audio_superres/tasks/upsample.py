@@ -257,6 +257,12 @@ class Upsampler:
         reader, how, f = self._lowres_input(src, kind)
         try:
             reader, check = self.condition_input(src, kind, reader)
+        except AudioFileError:
+            f.close()
+            raise
+        except ValueError as e:  # e.g. too short for the filter: say which file
+            f.close()
+            raise AudioFileError(f"{src}: {e}") from e
         except BaseException:
             f.close()
             raise
