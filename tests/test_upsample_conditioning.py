@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from omegaconf import OmegaConf
 from scipy import signal
 
 from audio_superres.dsp.lowpass import make_lowres
@@ -20,14 +19,7 @@ from audio_superres.module import SuperResolutionModule
 from audio_superres.tasks.upsample import Upsampler, upsample
 
 from .conftest import voiced_signal
-
-MODEL = {
-    "_target_": "audio_superres.models.AudioUNet",
-    "ratio": 4,
-    "filters": [8, 8],
-    "kernels": [9, 9],
-    "bottleneck_filters": 8,
-}
+from .test_upsampling import MODEL, cfg
 
 
 @pytest.fixture
@@ -39,19 +31,6 @@ def ckpt(tmp_path: Path) -> Path:
     path = tmp_path / "model.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
     return path
-
-
-def cfg(ckpt: Path, **kw):
-    base = {
-        "ckpt_path": str(ckpt),
-        "ratio": None,
-        "sample_rate": None,
-        "device": "cpu",
-        "chunk": 512,
-        "overlap": 128,
-        "progress": False,
-    }
-    return OmegaConf.create({**base, **kw})
 
 
 @pytest.fixture
