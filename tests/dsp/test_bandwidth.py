@@ -193,3 +193,11 @@ def test_refiltered_reader_equals_whole_file_refilter(lowpass):
     assert got.shape == x.shape
     err = np.sum((got - whole) ** 2) / np.sum(whole**2)
     assert 10 * np.log10(1 / err) > 100
+
+
+def test_always_refilters_whenever_there_is_a_filter_and_room_for_it(material):
+    lr = make_lowres(torch.from_numpy(material["vctk1"])[None], 4, "chebyshev")
+    assert not check_input(lr, "chebyshev", 4, 4000).refilter
+    assert check_input(lr, "chebyshev", 4, 4000, always=True).refilter
+    assert not check_input(lr, "none", 4, 4000, always=True).refilter  # nothing to apply
+    assert not check_input(lr[..., :20], "chebyshev", 4, 4000, always=True).refilter  # too short

@@ -43,7 +43,7 @@ fraction of the low-res Nyquist; `sosfiltfilt` when the training filter was zero
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import product
 from typing import Any
 
@@ -337,12 +337,14 @@ def check_input(
     sample_rate: float | None = None,
     margin_db: float = MARGIN_DB,
     energy: float = ENERGY,
+    always: bool = False,
 ) -> InputCheck:
     """Measure a low-res input against the training filter `lowpass` (at `ratio`) and decide.
 
     `x` is a `PowerSpectrum` or a low-res signal `(n,)` / `(channels, n)` at `sample_rate` (the
     model's low-res rate). Re-filter when the top band exceeds the training input's by more
-    than `margin_db`; see the module docstring for the bands and the rule.
+    than `margin_db`; see the module docstring for the bands and the rule. `always`: re-filter
+    whenever the training filter has a shape to apply and the input is long enough for it.
     """
     if isinstance(x, PowerSpectrum):
         spec_x = x
@@ -350,6 +352,17 @@ def check_input(
         if sample_rate is None:
             raise ValueError("check_input needs sample_rate for a signal (or give a spectrum)")
         spec_x = power_spectrum(x, sample_rate)
+    check = _measure(spec_x, lowpass, ratio, margin_db, energy)
+    design = refilter_sos(lowpass)
+    if always and design is not None and spec_x.frames > sosfiltfilt_padlen(design[0]):
+        return replace(check, refilter=True, reason="input_conditioning=always")
+    return check
+
+
+def _measure(
+    spec_x: PowerSpectrum, lowpass: Any, ratio: int, margin_db: float, energy: float
+) -> InputCheck:
+    """`check_input`'s measurements and measured decision."""
     nyquist = spec_x.sample_rate / 2
     u = spec_x.freqs / nyquist
     expected = expected_response(lowpass, ratio, u)

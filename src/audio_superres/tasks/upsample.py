@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 
 from audio_superres.checkpoint import load_checkpoint
 from audio_superres.data.audio_io import AudioFileError, to_mono
-from audio_superres.dsp.bandwidth import InputCheck, check_input, measure_reader, refilter_spec
+from audio_superres.dsp.bandwidth import InputCheck, check_input, measure_reader
 from audio_superres.dsp.blockwise import (
     FileReader,
     LowresReader,
@@ -323,11 +323,9 @@ class Upsampler:
         measured, _, f = self._lowres_input(src, kind, warn=False)
         with f:
             spectrum = measure_reader(measured, self.lr_rate)
-        check = check_input(spectrum, trained, self.ratio)
-        if self.input_conditioning == "always":
-            if refilter_spec(trained) is not None and not check.reason.startswith("too short"):
-                check = replace(check, refilter=True, reason="input_conditioning=always")
-        elif kind == "hr" and as_lowpass_spec(self.lowpass) == trained:
+        always = self.input_conditioning == "always"
+        check = check_input(spectrum, trained, self.ratio, always=always)
+        if not always and kind == "hr" and as_lowpass_spec(self.lowpass) == trained:
             check = replace(check, refilter=False, reason="degraded with the training filter")
         log.info("%s: %s", src, check.summary())
         if check.narrow:
