@@ -32,6 +32,7 @@ import torch
 from scipy import signal
 
 from audio_superres.data.audio_io import AudioReader
+from audio_superres.dsp.bandwidth import refilter, refilter_sos
 from audio_superres.dsp.degrade import resampler_context
 from audio_superres.dsp.lowpass import (
     LowpassSpec,
@@ -48,9 +49,11 @@ __all__ = [
     "FileReader",
     "LowresReader",
     "Reader",
+    "RefilteredReader",
     "ResampledReader",
     "lowpass_context",
     "resample_context",
+    "sos_context",
 ]
 
 BLOCK = 1 << 16  # output frames per resampled block; HR frames per degraded block (4 s at 16 kHz)
@@ -171,11 +174,18 @@ def lowpass_context(spec: LowpassSpec, ratio: int, tol: float = CONTEXT_TOL) -> 
     sos = lowpass_sos(spec, ratio)
     if sos is None or ratio == 1:
         return 0
+    return sos_context(sos, ratio, tol)
+
+
+def sos_context(sos: np.ndarray, multiple: int = 1, tol: float = CONTEXT_TOL) -> int:
+    """Frames of context per block side for a zero-phase IIR `sos`: where its impulse response
+    has decayed by `tol` (from its largest pole radius), at least its padlen, rounded up to a
+    multiple of `multiple`."""
     _, poles, _ = signal.sos2zpk(sos)
     radius = float(np.max(np.abs(poles)))
     n = math.ceil(math.log(tol) / math.log(radius)) if 0 < radius < 1 else 0
     n = max(n, sosfiltfilt_padlen(sos) + 1)
-    return -(-n // ratio) * ratio
+    return -(-n // multiple) * multiple
 
 
 class LowresReader(_BlockReader):
@@ -220,3 +230,36 @@ class LowresReader(_BlockReader):
         off = (start - a) // r
         n = min(self.block, self.frames - k * self.block)
         return lr[:, off : off + n]
+
+
+class RefilteredReader(_BlockReader):
+    """`bandwidth.refilter(source, lowpass)` of a low-res source, block by block: the training
+    filter's shape at the source's own rate (input brought to the training condition).
+
+    Blocks carry `sos_context` frames on each side (the filter's decay to `CONTEXT_TOL`), so the
+    result equals whole-signal `refilter` to float32 rounding, file edges included.
+    """
+
+    def __init__(
+        self,
+        source: Reader,
+        lowpass: str | LowpassSpec | Mapping[str, Any],
+        block: int = BLOCK,
+    ) -> None:
+        super().__init__(source)
+        self.spec = as_lowpass_spec(lowpass)
+        design = refilter_sos(self.spec)
+        if design is None:
+            raise ValueError(f"lowpass {self.spec.kind!r} has no filter to re-apply")
+        self.frames = self._src_end
+        self.block = max(1, int(block))
+        self.context = sos_context(design[0])
+
+    def _block(self, k: int) -> np.ndarray:
+        start = k * self.block
+        a = max(0, start - self.context)
+        b = min(self.frames, start + self.block + self.context)
+        x = torch.from_numpy(self._source(a, b).astype(np.float64))
+        y = refilter(x, self.spec).to(torch.float32).numpy()
+        n = min(self.block, self.frames - start)
+        return y[:, start - a : start - a + n]

@@ -35,7 +35,14 @@ from omegaconf import DictConfig
 
 from audio_superres.checkpoint import load_checkpoint
 from audio_superres.data.audio_io import AudioFileError, to_mono
-from audio_superres.dsp.blockwise import FileReader, LowresReader, Reader, ResampledReader
+from audio_superres.dsp.bandwidth import InputCheck, check_input, measure_reader
+from audio_superres.dsp.blockwise import (
+    FileReader,
+    LowresReader,
+    Reader,
+    RefilteredReader,
+    ResampledReader,
+)
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec
 from audio_superres.errors import (
@@ -75,6 +82,8 @@ PEAK_POLICIES = ("warn", "clip", "normalize")
 FAILED_REPORT = "failed.csv"  # the output folder's list of inputs that could not be processed
 # input_kind=hr with a checkpoint trained on random filters and no lowpass= given
 DEFAULT_DEGRADE = "chebyshev"
+# input_conditioning=: auto (re-filter only when the top band says so), off, always (issue 20)
+CONDITIONING_MODES = ("auto", "off", "always")
 
 
 def describe_lowpass(spec: LowpassSpec) -> str:
@@ -282,6 +291,8 @@ class Upsampler:
     device: str = "auto"
     precision: str = "32"  # auto | 32 | bf16 (upsample.yaml: auto)
     lowpass_source: str = "the checkpoint's training filter"
+    training_lowpass: dict[str, Any] | None = None  # the checkpoint's (None: same as `lowpass`)
+    input_conditioning: str = "auto"
 
     @property
     def lr_rate(self) -> int:
@@ -305,12 +316,20 @@ class Upsampler:
         )
         settings = inference_settings(cfg)
         spec, source = degrade_filter(hp["lowpass"], _plain(cfg.get("lowpass")), str(ckpt_path))
+        conditioning = str(cfg.get("input_conditioning", "auto")).lower()
+        if conditioning not in CONDITIONING_MODES:
+            raise ConfigError(
+                f"input_conditioning must be one of {', '.join(CONDITIONING_MODES)}; "
+                f"got {cfg.get('input_conditioning')!r}"
+            )
         up = cls(
             model=module.model.eval(),
             ratio=ratio,
             sample_rate=sample_rate,
             lowpass=lowpass_to_dict(spec),
             lowpass_source=source,
+            training_lowpass=lowpass_to_dict(as_lowpass_spec(hp["lowpass"])),
+            input_conditioning=conditioning,
             checkpoint=str(ckpt_path),
             chunk=settings.chunk,
             overlap=settings.overlap,
@@ -398,6 +417,17 @@ class Upsampler:
         if peak not in PEAK_POLICIES:
             raise ConfigError(f"peak must be one of {', '.join(PEAK_POLICIES)}; got peak={peak}")
         reader, how, f = self._lowres_input(src, kind)
+        try:
+            reader, check = self.condition_input(src, kind, reader)
+        except AudioFileError:
+            f.close()
+            raise
+        except ValueError as e:  # e.g. too short for the filter: say which file
+            f.close()
+            raise AudioFileError(f"{src}: {e}") from e
+        except BaseException:
+            f.close()
+            raise
         fmt, subtype = _OUT_FORMATS[dst.suffix.lower().lstrip(".")]
         try:
             with atomic_path(dst) as tmp:
@@ -422,6 +452,7 @@ class Upsampler:
             "seconds": reader.frames / self.lr_rate,
             "has_hr": kind == "hr",
             "peak": meter.peak,
+            "check": check,
         }
 
     def _render(
@@ -486,6 +517,44 @@ class Upsampler:
         first.clipped = second.clipped
         return first
 
+    def condition_input(
+        self, src: Path, kind: str, reader: Reader
+    ) -> tuple[Reader, InputCheck | None]:
+        """Issue 20: measure a file's low-res input, log it, and bring it to the training
+        condition only when its top band says so (`dsp.bandwidth.check_input`).
+
+        One cheap pass over the whole file first (its own reader: decoding, and the resampling
+        or degradation of its input path, no model), then `reader` is streamed as it is, or
+        through `RefilteredReader` (the training filter's shape at the low-res rate).
+        `input_conditioning=off` skips the pass; `always` re-filters every file. An
+        `input_kind=hr` file degraded with the training filter itself is matched by
+        construction and never re-filtered in `auto`.
+        """
+        if self.input_conditioning == "off":
+            return reader, None
+        trained = as_lowpass_spec(self.training_lowpass or self.lowpass)
+        measured, _, f = self._lowres_input(src, kind, warn=False)
+        with f:
+            spectrum = measure_reader(measured, self.lr_rate)
+        always = self.input_conditioning == "always"
+        check = check_input(spectrum, trained, self.ratio, always=always)
+        if not always and kind == "hr" and as_lowpass_spec(self.lowpass) == trained:
+            check = replace(check, refilter=False, reason="degraded with the training filter")
+        log.info("%s: %s", src, check.summary())
+        if check.narrow:
+            log.warning(
+                "%s: effective bandwidth %.0f Hz (%.2f of the low-res Nyquist) is much less than "
+                "the training input's (%.2f): the model expects content up to about %.0f Hz",
+                src,
+                check.bandwidth_hz,
+                check.bandwidth,
+                check.expected_bandwidth,
+                check.expected_bandwidth * check.nyquist_hz,
+            )
+        if check.refilter:
+            reader = RefilteredReader(reader, trained)
+        return reader, check
+
     def page_example(self, item: dict[str, Any], seconds: float, kind: str) -> Any:
         """The first `seconds` of a processed file as a page example (mono mix)."""
         from audio_superres.report.page import PageExample
@@ -508,7 +577,27 @@ class Upsampler:
         note = f"{item['how']}; {item['channels']} channel(s)"
         if item["channels"] > 1:
             note += " (mixed to mono on this page)"
+        if item.get("check") is not None:
+            note += f"; {item['check'].summary()} (LR shown as given)"
         return PageExample(name=str(item["rel"]), signals=signals, rates=rates, note=note)
+
+
+def per_file_row(item: dict[str, Any], dst: Path) -> dict[str, Any]:
+    """One upsampled file for the page's table and report/per_file.csv, with the input check
+    (issue 20: bandwidth, top-band excess, re-filtered or not; empty when it was off)."""
+    row = {
+        "input": str(item["rel"]),
+        "output": str(Path(item["output"]).relative_to(dst)),
+        "channels": item["channels"],
+        "seconds": round(float(item["seconds"]), 3),
+        "peak": round(float(item["peak"]), 3),
+        "input handling": item["how"],
+    }
+    check = item.get("check")
+    empty = dict.fromkeys(
+        ("bandwidth_hz", "bandwidth_fraction", "top_band_excess_db", "refiltered", "reason"), ""
+    )
+    return {**row, **(check.as_row() if check is not None else empty)}
 
 
 def _plain(node: Any) -> Any:
@@ -643,6 +732,7 @@ def write_report_page(
     """OUTPUT/report/index.html: the first `report_max_files` outputs (a file whose excerpt
     cannot be shown is left off the page with a warning saying why) and the table of all."""
     from audio_superres.report.page import Table, write_samples_page
+    from audio_superres.report.results import write_per_file_csv
 
     n, seconds, kind = opts.report_max_files, opts.report_seconds, opts.kind
     examples = []
@@ -651,21 +741,11 @@ def write_report_page(
             examples.append(up.page_example(item, seconds, kind))
         except UserFacingError as exc:  # e.g. the file changed since it was processed
             log.warning("left off the samples page: %s", one_line(exc))
+    rows = [per_file_row(i, dst) for i in done]
     table = Table(
-        f"{len(done)} file(s) super-resolved",
-        ["input", "output", "channels", "seconds", "peak", "input handling"],
-        [
-            [
-                str(i["rel"]),
-                str(Path(i["output"]).relative_to(dst)),
-                i["channels"],
-                round(float(i["seconds"]), 3),
-                round(float(i["peak"]), 3),
-                i["how"],
-            ]
-            for i in done
-        ],
+        f"{len(done)} file(s) super-resolved", list(rows[0]), [list(r.values()) for r in rows]
     )
+    write_per_file_csv(dst / "report" / "per_file.csv", rows)
     return write_samples_page(
         dst / "report",
         examples,
