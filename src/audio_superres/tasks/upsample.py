@@ -44,7 +44,7 @@ from audio_superres.dsp.blockwise import (
     ResampledReader,
 )
 from audio_superres.dsp.cubic import CubicUpsample
-from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec
+from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec, describe_lowpass
 from audio_superres.errors import (
     ConfigError,
     DataError,
@@ -84,19 +84,6 @@ FAILED_REPORT = "failed.csv"  # the output folder's list of inputs that could no
 DEFAULT_DEGRADE = "chebyshev"
 # input_conditioning=: auto (re-filter only when the top band says so), off, always (issue 20)
 CONDITIONING_MODES = ("auto", "off", "always")
-
-
-def describe_lowpass(spec: LowpassSpec) -> str:
-    """One phrase naming a concrete filter, for the log and the samples page."""
-    if spec.kind == "none":
-        return "no filter (every r-th sample kept, aliased)"
-    details = [f"order {spec.order}", f"cutoff {spec.cutoff:g}"]
-    if spec.kind in ("chebyshev", "elliptic"):
-        details.append(f"ripple {spec.ripple_db:g} dB")
-    if spec.kind == "elliptic":
-        details.append(f"attenuation {spec.attenuation_db:g} dB")
-    phase = "zero phase" if spec.zero_phase else "one pass"
-    return f"{spec.kind} ({', '.join(details)}, {phase})"
 
 
 def degrade_filter(trained: Any, asked: Any, ckpt_path: str) -> tuple[LowpassSpec, str]:
