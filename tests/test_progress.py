@@ -141,3 +141,28 @@ def test_train_and_evaluate_console(tiny_corpus, tmp_path, capsys, caplog) -> No
     assert "Test metric" not in out and "test/snr" not in out
     assert re.search(r"^Testing DataLoader 0: 100%.*\| 2/2 ", out, re.M), out  # train's bars
     assert out.rstrip().endswith("metrics.json")
+
+
+def test_a_warmup_longer_than_the_step_budget_is_one_line(tiny_corpus, tmp_path) -> None:
+    """`python train.py experiment=demo trainer.max_steps=6` (warm-up 20): one line naming the
+    settings, not a ValueError traceback from inside Lightning's fit."""
+    from audio_superres.errors import ConfigError, UserFacingError
+    from audio_superres.schedules import WarmupCosineLR
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(()))], lr=0.1)
+    with pytest.raises(ConfigError, match="lower scheduler.warmup_steps or raise trainer"):
+        WarmupCosineLR(opt, warmup_steps=20, total_steps=6)
+    assert issubclass(ConfigError, UserFacingError) and issubclass(ConfigError, ValueError)
+    from .conftest import REPO
+    from .test_e2e import run
+
+    proc = run([str(REPO / "train.py"), "experiment=demo", "data=folder",
+                f"data.root={tiny_corpus}", "data.test_speakers=[spk2]", "data.patch_len=2048",
+                "data.batch_size=2", f"data.cache_dir={tmp_path / 'cache'}", "model_width=4",
+                "model_depth=2", "trainer.max_steps=6", "logger=none",
+                f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+               env={"HYDRA_FULL_ERROR": "0"}, succeed=False)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: scheduler: need 0 <= warmup_steps < total_steps"), proc.stderr
+    assert "Traceback" not in proc.stderr

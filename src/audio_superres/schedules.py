@@ -7,6 +7,8 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from audio_superres.errors import ConfigError
+
 
 class WarmupCosineLR(LambdaLR):
     """Linear warm-up over `warmup_steps`, then a half cosine from the base lr to a floor.
@@ -27,16 +29,18 @@ class WarmupCosineLR(LambdaLR):
         last_epoch: int = -1,
     ) -> None:
         if total_steps is None or int(total_steps) <= 0:
-            raise ValueError(
-                f"total_steps must be a positive number of steps, got {total_steps} (the cosine "
-                "schedule follows trainer.max_steps: set it, or set scheduler.total_steps)"
+            raise ConfigError(
+                f"scheduler: total_steps must be a positive number of steps, got {total_steps} "
+                "(the cosine schedule follows trainer.max_steps: set it, or scheduler.total_steps)"
             )
         if not 0 <= int(warmup_steps) < int(total_steps):
-            raise ValueError(
-                f"need 0 <= warmup_steps < total_steps, got {warmup_steps}, {total_steps}"
+            raise ConfigError(
+                f"scheduler: need 0 <= warmup_steps < total_steps, got warmup_steps="
+                f"{warmup_steps}, total_steps={total_steps} (= trainer.max_steps unless set): "
+                "lower scheduler.warmup_steps or raise trainer.max_steps"
             )
         if not 0.0 <= float(min_lr_ratio) <= 1.0:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+            raise ConfigError(f"scheduler: min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)
         self.min_lr_ratio = float(min_lr_ratio)
