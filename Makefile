@@ -17,7 +17,7 @@ MISMATCH_ARGS ?=
 MISMATCH_DIR := outputs/mismatch_$(MISMATCH_EXPERIMENT)/$(NOW)
 DEMO_EXPERIMENT ?= demo
 
-.PHONY: setup apt demo demo-unet demo-apbwe demo-robust demo-piano mismatch-demo mismatch-demo-apbwe models-table bench data-vctk data-piano test lint format
+.PHONY: test-capabilities setup apt demo demo-unet demo-apbwe demo-robust demo-piano mismatch-demo mismatch-demo-apbwe models-table bench data-vctk data-piano test lint format
 
 setup: $(STAMP) apt
 
@@ -128,3 +128,13 @@ format: $(STAMP)
 TEST_WORKERS ?= auto
 test: setup lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
+# The suite under each ATen CPU kernel set this machine has (default = no SIMD, avx2, and the
+# native one): a test whose tolerance depends on one CPU's kernels fails here (docs/performance.md).
+CAPABILITIES ?= default avx2 native
+test-capabilities: setup lint
+	@for cap in $(CAPABILITIES); do \
+	  echo "== ATEN_CPU_CAPABILITY=$$cap"; \
+	  if [ "$$cap" = native ]; then env -u ATEN_CPU_CAPABILITY $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal || exit 1; \
+	  else ATEN_CPU_CAPABILITY=$$cap $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal || exit 1; fi; \
+	done

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +96,14 @@ def test_inference_node_is_shared_and_defaults_to_the_module_constants(tmp_path)
         inference.DEFAULT_CHUNK, inference.DEFAULT_OVERLAP, inference.DEFAULT_BATCH_SIZE
     )
     assert inference.InferenceSettings() == expected
+    assert expected.precision == "32"
     for task in ("train", "evaluate", "upsample"):
         GlobalHydra.instance().clear()
         over = ["ckpt_path=x", "input=x", "output=x"] if task == "upsample" else []
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(task, overrides=over)
-        assert inference_settings(cfg) == expected, task
+        # the scripts default to precision=auto; the library (and old callers) to float32
+        assert inference_settings(cfg) == replace(expected, precision="auto"), task
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(task, overrides=[*over, "inference.chunk=2048"])

@@ -417,6 +417,25 @@ class SuperResolutionModule(L.LightningModule):
         )
         self._log_lr()
 
+    def clip_gradients(
+        self,
+        optimizer: Any,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Lightning's clipping, except under bf16 (or float32) with a fused optimiser: with no
+        gradient scaler there is nothing to unscale, but Lightning's mixed-precision plugin refuses
+        every fused optimiser; here the float32 gradients are clipped directly."""
+        plugin = self.trainer.precision_plugin if self._trainer is not None else None
+        if not gradient_clip_val or getattr(plugin, "scaler", None) is not None:
+            return super().clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        algorithm = gradient_clip_algorithm or self.trainer.gradient_clip_algorithm or "norm"
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if str(getattr(algorithm, "value", algorithm)).lower() == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
     def _clip(self, optimizer: Any) -> None:
         if self.gradient_clip_val:
             self.clip_gradients(

@@ -26,6 +26,8 @@ from audio_superres.errors import ConfigError
 
 __all__ = [
     "PRECISIONS",
+    "accelerator_device",
+    "lightning_precision",
     "PrecisionChoice",
     "autocast",
     "choose_precision",
@@ -123,6 +125,26 @@ def choose_precision(requested: object, device: torch.device | str) -> Precision
             "auto: the CPU has no native bf16 units (AMX-BF16, AVX512-BF16)",
         )
     return PrecisionChoice("32", f"auto: no bf16 rule for device {device.type}")
+
+
+def accelerator_device(accelerator: object) -> torch.device:
+    """The device Lightning's `accelerator` setting (auto, cpu, gpu, cuda, mps) trains on."""
+    name = str(accelerator or "auto").lower()
+    if name in ("gpu", "cuda") or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    if name == "mps":
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def lightning_precision(precision: object, accelerator: object = "auto") -> str:
+    """The Trainer's `precision` for ours (auto, 32, bf16) on `accelerator`'s device; any other
+    value (e.g. Lightning's 16-mixed) as it is. The resolver of `conf/trainer/default.yaml`, so
+    a Trainer built straight from the config gets a value Lightning accepts."""
+    try:
+        return choose_precision(precision, accelerator_device(accelerator)).lightning
+    except ConfigError:
+        return str(precision)
 
 
 def autocast(

@@ -10,6 +10,9 @@ model config and turned into that family's arguments:
 
 so `python train.py model=tfilm_small model_depth=3 model_width=16` and `sweep=depth` work for
 any model whose config reads them.
+
+`${lightning_precision:${precision},${.accelerator}}` (conf/trainer/default.yaml) turns the
+top-level `precision` (auto, 32, bf16) into the Trainer's setting for the device it trains on.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from audio_superres.precision import lightning_precision
 
 __all__ = ["model_size", "register_resolvers", "repeat", "unet_bottleneck", "unet_filters"]
 
@@ -49,6 +54,7 @@ def repeat(value: Any, times: int) -> list[Any]:
 def register_resolvers() -> None:
     """Register every resolver once (importing the package twice must not fail)."""
     for name, fn in (("model_size", model_size), ("unet_filters", unet_filters),
-                     ("unet_bottleneck", unet_bottleneck), ("repeat", repeat)):
+                     ("unet_bottleneck", unet_bottleneck), ("repeat", repeat),
+                     ("lightning_precision", lightning_precision)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

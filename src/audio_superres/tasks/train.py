@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -21,7 +20,12 @@ from audio_superres.checkpoint import (
 from audio_superres.errors import ConfigError, PathNotFoundError, config_errors
 from audio_superres.inference import InferenceSettings
 from audio_superres.module import SuperResolutionModule
-from audio_superres.precision import PRECISIONS, PrecisionChoice, choose_precision
+from audio_superres.precision import (
+    PRECISIONS,
+    PrecisionChoice,
+    accelerator_device,
+    choose_precision,
+)
 from audio_superres.report.media import MediaLogger
 from audio_superres.report.results import format_table, write_results
 from audio_superres.runs import (
@@ -193,24 +197,21 @@ def optimized_metric(cfg: DictConfig) -> str:
     return str(cfg.get("optimized_metric") or "val/snr")
 
 
-def training_device(accelerator: object) -> torch.device:
-    """The device type Lightning's `accelerator` setting trains on (for the precision rule)."""
-    name = str(accelerator or "auto").lower()
-    if name in ("gpu", "cuda") or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    if name == "mps":
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def apply_precision(cfg: DictConfig) -> PrecisionChoice:
-    """Resolve `trainer.precision` (= the top-level `precision`: auto, 32 or bf16) to Lightning's
-    setting for the device it trains on; a Lightning-only value (e.g. 16-mixed) passes as it is."""
-    asked = cfg.trainer.get("precision", "32-true")
+    """The precision training runs in, and why: the top-level `precision` (auto, 32, bf16) as
+    `trainer.precision` resolved it for the training device, or a `trainer.precision` set by
+    itself (a Lightning-only value such as 16-mixed passes as it is)."""
+    device = accelerator_device(cfg.trainer.get("accelerator"))
+    lightning = str(cfg.trainer.get("precision", "32-true"))
     try:
-        choice = choose_precision(asked, training_device(cfg.trainer.get("accelerator")))
+        choice = choose_precision(cfg.get("precision", lightning), device)
     except ConfigError:
-        return PrecisionChoice(str(asked), "trainer.precision, passed to Lightning as it is")
+        choice = None
+    if choice is None or choice.lightning != lightning:
+        try:
+            choice = choose_precision(lightning, device)
+        except ConfigError:
+            return PrecisionChoice(lightning, "trainer.precision, passed to Lightning as it is")
     with open_dict(cfg):
         cfg.trainer.precision = choice.lightning
     return choice
