@@ -18,8 +18,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audio_superres import inference
 from audio_superres.checkpoint import instantiate_trusted
+from audio_superres.settings import inference_settings
 from audio_superres.tasks.evaluate import evaluate
-from audio_superres.tasks.train import inference_settings, train
+from audio_superres.tasks.train import train
 
 from .conftest import CONF_DIR
 from .test_configs import compose_train

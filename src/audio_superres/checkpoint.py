@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins import TorchCheckpointIO
 from torch import nn
 
 from audio_superres.errors import UserFacingError
@@ -49,6 +48,19 @@ OPTIM_KEYS = ("optimizer", "scheduler", "disc_optimizer", "disc_scheduler")
 # keys of a stored config that Hydra would interpret; anything else starting with "_" is refused
 _CONFIG_KEYS = {"_target_", "_args_", "_recursive_", "_convert_"}
 _BUILD_KEYS = _CONFIG_KEYS | {"_partial_"}
+
+
+GENERATOR_PREFIX = "model."
+
+
+def generator_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The generator's weights of a module checkpoint (keys `model.*`, prefix removed).
+
+    Evaluation and inference load only these: a checkpoint's discriminators, loss buffers and
+    optimiser states are training state.
+    """
+    n = len(GENERATOR_PREFIX)
+    return {k[n:]: v for k, v in state_dict.items() if k.startswith(GENERATOR_PREFIX)}
 
 
 class CheckpointError(UserFacingError, ValueError):
@@ -262,32 +274,48 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's CheckpointIO, writing each checkpoint atomically.
+@functools.cache
+def _atomic_checkpoint_io() -> type:
+    """`AtomicCheckpointIO`, defined on first use: Lightning is imported only by the trainer
+    that wires it in, not by everything that reads checkpoints (`SuperResolver`)."""
+    from lightning.fabric.plugins import TorchCheckpointIO
 
-    Lightning writes a checkpoint straight onto its final name, so a run killed (or out of
-    disk) in the middle of a save leaves a truncated `last.ckpt` that cannot be resumed. Here
-    the checkpoint goes to a temporary name in the same folder, is fsync'ed, then renamed onto
-    the final name: `last.ckpt` is always the previous complete one or the new complete one.
-    Wired in through the trainer config (`plugins`); remote (fsspec URL) paths fall back to
-    Lightning's own writer.
-    """
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        """Lightning's CheckpointIO, writing each checkpoint atomically.
 
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
-    ) -> None:
-        if storage_options is not None or "://" in str(path):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
+        Lightning writes a checkpoint straight onto its final name, so a run killed (or out of
+        disk) in the middle of a save leaves a truncated `last.ckpt` that cannot be resumed. Here
+        the checkpoint goes to a temporary name in the same folder, is fsync'ed, then renamed onto
+        the final name: `last.ckpt` is always the previous complete one or the new complete one.
+        Wired in through the trainer config (`plugins`); remote (fsspec URL) paths fall back to
+        Lightning's own writer.
+        """
 
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
+        def save_checkpoint(
+            self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+        ) -> None:
+            if storage_options is not None or "://" in str(path):
+                super().save_checkpoint(checkpoint, path, storage_options)
+                return
 
-        atomic_write_with(path, write)
-        fsync_dir(Path(path).parent)
+            def write(tmp: Path) -> None:
+                with open(tmp, "wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+
+            atomic_write_with(path, write)
+            fsync_dir(Path(path).parent)
+
+    AtomicCheckpointIO.__module__ = __name__
+    AtomicCheckpointIO.__qualname__ = "AtomicCheckpointIO"
+    return AtomicCheckpointIO
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AtomicCheckpointIO":
+        return _atomic_checkpoint_io()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def fsync_dir(folder: Path) -> None:

@@ -11,13 +11,18 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from audio_superres.checkpoint import check_weights_fit, instantiate_trusted
+from audio_superres.checkpoint import (
+    check_weights_fit,
+    generator_state_dict,
+    instantiate_trusted,
+)
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.dsp.lowpass import (
     LowpassSpec,
     as_lowpass_spec,
     check_sample_rate,
     crop_to_multiple,
+    lowpass_to_dict,
     make_lowres,
 )
 from audio_superres.errors import ConfigError
@@ -40,19 +45,6 @@ DEFAULT_OPTIMIZER = {
     "fused": True,
 }
 SCHEDULER_KEYS = ("interval", "frequency")  # Lightning's, not the scheduler class's
-GENERATOR_PREFIX = "model."
-
-
-def generator_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The generator's weights of a module checkpoint (keys `model.*`, prefix removed).
-
-    Evaluation and inference load only these: a checkpoint's discriminators, loss buffers and
-    optimiser states are training state.
-    """
-    n = len(GENERATOR_PREFIX)
-    return {k[n:]: v for k, v in state_dict.items() if k.startswith(GENERATOR_PREFIX)}
-
-
 def module_from_checkpoint(
     ckpt: Mapping[str, Any],
     *,
@@ -125,14 +117,6 @@ def build_scheduler(cfg: Mapping[str, Any] | None, optimizer: torch.optim.Optimi
     scheduler = instantiate(cfg, _convert_="all")(optimizer)
     frequency = int(options.get("frequency", 1))
     return {"scheduler": scheduler, "interval": interval, "frequency": frequency}
-
-
-def lowpass_to_dict(spec: LowpassSpec) -> dict[str, Any]:
-    """Plain fields (tuples as lists), so hparams.yaml and checkpoints stay safe to load."""
-    return {
-        k: list(v) if isinstance(v, tuple) else v
-        for k, v in ((k, getattr(spec, k)) for k in spec.__dataclass_fields__)
-    }
 
 
 def check_spectrum_sizes(model: nn.Module, objective: TrainingObjective) -> None:

@@ -665,3 +665,11 @@ def _filter_and_decimate(
         else:
             y = sosfilt_torch(y, sos)
     return y[..., ::r].contiguous()
+
+
+def lowpass_to_dict(spec: LowpassSpec) -> dict[str, Any]:
+    """Plain fields (tuples as lists), so hparams.yaml and checkpoints stay safe to load."""
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in ((k, getattr(spec, k)) for k in spec.__dataclass_fields__)
+    }

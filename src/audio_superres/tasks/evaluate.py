@@ -9,10 +9,9 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from audio_superres.checkpoint import (
-    CheckpointError,
     check_stored_data,
     instantiate_data,
     instantiate_trusted,
@@ -29,6 +28,7 @@ from audio_superres.runs import (
     library_versions,
     single_lightning_log,
 )
+from audio_superres.settings import inference_settings, settle_from_checkpoint
 from audio_superres.tasks.mismatch import (
     format_mismatch,
     parse_test_lowpass,
@@ -43,42 +43,14 @@ from audio_superres.tasks.robustness import (
     grid_files,
 )
 from audio_superres.tasks.robustness import finish as finish_robustness
-from audio_superres.tasks.train import inference_settings, instantiate_group
-from audio_superres.utils import ensure_writable_dir, positive_int
+from audio_superres.tasks.train import instantiate_group
+from audio_superres.utils import ensure_writable_dir
 
 log = logging.getLogger(__name__)
 
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def settle_from_checkpoint(cfg: DictConfig, key: str, stored: Any, ckpt_path: str | None) -> Any:
-    """A task setting: the checkpoint's, unless given; a conflicting one is an error, and so
-    is a value that is not a positive whole number (the setting, or the checkpoint, named)."""
-    given = cfg.get(key)
-    if given is not None and positive_int(given) is None:
-        raise ConfigError(f"{key}={given} is not a positive whole number")
-    if stored is not None and positive_int(stored) is None:
-        raise CheckpointError(
-            f"{ckpt_path}: the checkpoint stores {key}={stored!r}, not a positive whole number "
-            "(a damaged or hand-edited checkpoint)"
-        )
-    given = positive_int(given) if given is not None else None
-    stored = positive_int(stored) if stored is not None else None
-    if given is not None and stored is not None and given != stored:
-        raise CheckpointError(
-            f"{ckpt_path}: the checkpoint was trained with {key}={stored}, but {key}={given} was "
-            f"asked for; a model only works at the {key} it was trained for"
-        )
-    value = given if given is not None else stored
-    if value is None:
-        raise ConfigError(
-            f"{key} is not set: pass {key}=... (there is no checkpoint to take it from)"
-        )
-    with open_dict(cfg):
-        cfg[key] = int(value)
-    return int(value)
 
 
 def sample_rate_of_files(data_cfg: dict[str, Any]) -> int:

@@ -18,7 +18,6 @@ from audio_superres.checkpoint import (
     remove_stale_temporaries,
 )
 from audio_superres.errors import ConfigError, PathNotFoundError, config_errors
-from audio_superres.inference import InferenceSettings
 from audio_superres.module import SuperResolutionModule
 from audio_superres.precision import (
     PRECISIONS,
@@ -36,6 +35,7 @@ from audio_superres.runs import (
     single_lightning_log,
     write_status,
 )
+from audio_superres.settings import inference_settings
 from audio_superres.tasks.best_metric import BestMetric
 from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
 from audio_superres.tasks.perceptual import perceptual_callbacks
@@ -65,22 +65,6 @@ def clip_under_manual_optimization(cfg: DictConfig, module: SuperResolutionModul
     module.gradient_clip_algorithm = cfg.trainer.get("gradient_clip_algorithm") or "norm"
     with open_dict(cfg):
         cfg.trainer.gradient_clip_val = None
-
-
-def inference_settings(cfg: DictConfig) -> InferenceSettings:
-    """The config's `inference` node (conf/inference/): how validation, test, evaluate.py and
-    upsample.py chunk a signal; the `inference.DEFAULT_*` settings when there is none."""
-    node = cfg.get("inference")
-    if not node:
-        return InferenceSettings()
-    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-    with config_errors("inference"):
-        if "_target_" not in plain:
-            return InferenceSettings(**plain)
-        settings = instantiate(plain)  # the run's own config, never a checkpoint's
-        if not isinstance(settings, InferenceSettings):
-            raise ValueError(f"{plain['_target_']} is not an InferenceSettings")
-        return settings
 
 
 def drop_callbacks_needing_a_logger(callbacks: list[Any], loggers: list[Any]) -> list[Any]:

@@ -35,16 +35,20 @@ from omegaconf import DictConfig
 
 from audio_superres.checkpoint import load_checkpoint
 from audio_superres.data.audio_io import AudioFileError, to_mono
-from audio_superres.dsp.bandwidth import InputCheck, check_input, measure_reader
+from audio_superres.dsp.bandwidth import InputCheck, PowerSpectrum, measure_reader
 from audio_superres.dsp.blockwise import (
     FileReader,
     LowresReader,
     Reader,
-    RefilteredReader,
     ResampledReader,
 )
 from audio_superres.dsp.cubic import CubicUpsample
-from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec, describe_lowpass
+from audio_superres.dsp.lowpass import (
+    LowpassSpec,
+    as_lowpass_spec,
+    describe_lowpass,
+    lowpass_to_dict,
+)
 from audio_superres.errors import (
     ConfigError,
     DataError,
@@ -52,19 +56,8 @@ from audio_superres.errors import (
     UserFacingError,
     one_line,
 )
-from audio_superres.inference import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_CHUNK,
-    DEFAULT_OVERLAP,
-    hr_alignment,
-    model_context,
-    plan_chunks,
-    resolve_device,
-    super_resolve_stream,
-)
-from audio_superres.module import lowpass_to_dict, module_from_checkpoint
-from audio_superres.tasks.evaluate import settle_from_checkpoint
-from audio_superres.tasks.train import inference_settings
+from audio_superres.resolver import SuperResolver
+from audio_superres.settings import inference_settings, settle_from_checkpoint
 from audio_superres.utils import (
     atomic_path,
     atomic_write_text,
@@ -82,8 +75,6 @@ PEAK_POLICIES = ("warn", "clip", "normalize")
 FAILED_REPORT = "failed.csv"  # the output folder's list of inputs that could not be processed
 # input_kind=hr with a checkpoint trained on random filters and no lowpass= given
 DEFAULT_DEGRADE = "chebyshev"
-# input_conditioning=: auto (re-filter only when the top band says so), off, always (issue 20)
-CONDITIONING_MODES = ("auto", "off", "always")
 
 
 def degrade_filter(trained: Any, asked: Any, ckpt_path: str) -> tuple[LowpassSpec, str]:
@@ -265,25 +256,46 @@ def peak_message(dst: Path, peak: float, policy: str, fmt_subtype: str, clipped:
 
 @dataclass
 class Upsampler:
-    """A checkpoint's model with its task settings, ready to super-resolve files."""
+    """A checkpoint's model (a `SuperResolver`) with upsample.py's settings, ready to
+    super-resolve files: the input kinds, the degrading filter of `input_kind=hr`, peaks."""
 
-    model: torch.nn.Module
-    ratio: int
-    sample_rate: int
+    resolver: SuperResolver
     lowpass: dict[str, Any]  # the filter that degrades input_kind=hr files (a concrete one)
     checkpoint: str
-    chunk: int = DEFAULT_CHUNK
-    overlap: int = DEFAULT_OVERLAP
-    batch_size: int = DEFAULT_BATCH_SIZE
-    device: str = "auto"
-    precision: str = "32"  # auto | 32 | bf16 (upsample.yaml: auto)
     lowpass_source: str = "the checkpoint's training filter"
-    training_lowpass: dict[str, Any] | None = None  # the checkpoint's (None: same as `lowpass`)
-    input_conditioning: str = "auto"
+
+    # what the resolver holds, under the names the rest of this module (and its callers) use
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.resolver.model
+
+    @property
+    def ratio(self) -> int:
+        return self.resolver.ratio
+
+    @property
+    def sample_rate(self) -> int:
+        return self.resolver.sample_rate
 
     @property
     def lr_rate(self) -> int:
-        return round(self.sample_rate / self.ratio)
+        return self.resolver.lr_rate
+
+    @property
+    def device(self) -> str:
+        return str(self.resolver.device)
+
+    @property
+    def precision(self) -> str:
+        return self.resolver.precision
+
+    @property
+    def training_lowpass(self) -> dict[str, Any]:
+        return self.resolver.training_lowpass
+
+    @property
+    def input_conditioning(self) -> str:
+        return self.resolver.input_conditioning
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Upsampler:
@@ -298,46 +310,26 @@ class Upsampler:
             raise ConfigError(
                 f"{ckpt_path}: sample_rate {sample_rate} is not a multiple of {ratio}"
             )
-        module = module_from_checkpoint(
-            ckpt, ratio=ratio, sample_rate=sample_rate, where=str(ckpt_path)
-        )
         settings = inference_settings(cfg)
         spec, source = degrade_filter(hp["lowpass"], _plain(cfg.get("lowpass")), str(ckpt_path))
-        conditioning = str(cfg.get("input_conditioning", "auto")).lower()
-        if conditioning not in CONDITIONING_MODES:
-            raise ConfigError(
-                f"input_conditioning must be one of {', '.join(CONDITIONING_MODES)}; "
-                f"got {cfg.get('input_conditioning')!r}"
-            )
-        up = cls(
-            model=module.model.eval(),
+        resolver = SuperResolver.from_loaded(
+            ckpt,
+            str(ckpt_path),
             ratio=ratio,
             sample_rate=sample_rate,
+            device=cfg.get("device", "auto"),
+            settings=settings,
+            input_conditioning=str(cfg.get("input_conditioning", "auto")),
+        )
+        return cls(
+            resolver=resolver,
             lowpass=lowpass_to_dict(spec),
             lowpass_source=source,
-            training_lowpass=lowpass_to_dict(as_lowpass_spec(hp["lowpass"])),
-            input_conditioning=conditioning,
             checkpoint=str(ckpt_path),
-            chunk=settings.chunk,
-            overlap=settings.overlap,
-            batch_size=settings.batch_size,
-            device=str(resolve_device(cfg.get("device", "auto"))),
-            precision=settings.precision,
         )
-        up.check_chunking()
-        return up
 
     def check_chunking(self) -> None:
-        """A ConfigError now, before any file is written, for chunk/overlap settings no chunk
-        plan can honour (`inference.plan_chunks`' own checks)."""
-        plan_chunks(
-            1,
-            self.ratio,
-            self.chunk,
-            self.overlap,
-            hr_alignment(self.model),
-            model_context(self.model),
-        )
+        self.resolver.check_chunking()
 
     @property
     def degrade_description(self) -> str:
@@ -372,17 +364,8 @@ class Upsampler:
         if kind == "lr":
             if f.samplerate == self.lr_rate:
                 return f, "low-res input", f
-            (log.warning if warn else log.debug)(
-                "%s: sample rate %d Hz is not the model's low-res rate %d Hz (%d / %d); "
-                "resampling it first",
-                src,
-                f.samplerate,
-                self.lr_rate,
-                self.sample_rate,
-                self.ratio,
-            )
             how = f"low-res input resampled {f.samplerate} -> {self.lr_rate} Hz"
-            return ResampledReader(f, f.samplerate, self.lr_rate), how, f
+            return self.resolver.lowres(f, f.samplerate, src, warn, log), how, f
         hr, note = self._hr_input(f, warn)
         how = f"high-res input degraded with {describe_lowpass(as_lowpass_spec(self.lowpass))}"
         how += note
@@ -461,18 +444,7 @@ class Upsampler:
             subtype=subtype,
         ) as out:
             meter = PeakMeter(out, clip=clip)
-            super_resolve_stream(
-                self.model,
-                reader,
-                meter,
-                self.ratio,
-                chunk=self.chunk,
-                overlap=self.overlap,
-                batch_size=self.batch_size,
-                device=self.device,
-                progress=progress,
-                precision=self.precision,
-            )
+            self.resolver.stream(reader, meter, progress)
         return meter
 
     def _render_normalized(
@@ -519,28 +491,16 @@ class Upsampler:
         """
         if self.input_conditioning == "off":
             return reader, None
-        trained = as_lowpass_spec(self.training_lowpass or self.lowpass)
-        measured, _, f = self._lowres_input(src, kind, warn=False)
-        with f:
-            spectrum = measure_reader(measured, self.lr_rate)
-        always = self.input_conditioning == "always"
-        check = check_input(spectrum, trained, self.ratio, always=always)
-        if not always and kind == "hr" and as_lowpass_spec(self.lowpass) == trained:
-            check = replace(check, refilter=False, reason="degraded with the training filter")
-        log.info("%s: %s", src, check.summary())
-        if check.narrow:
-            log.warning(
-                "%s: effective bandwidth %.0f Hz (%.2f of the low-res Nyquist) is much less than "
-                "the training input's (%.2f): the model expects content up to about %.0f Hz",
-                src,
-                check.bandwidth_hz,
-                check.bandwidth,
-                check.expected_bandwidth,
-                check.expected_bandwidth * check.nyquist_hz,
-            )
-        if check.refilter:
-            reader = RefilteredReader(reader, trained)
-        return reader, check
+
+        def spectrum() -> PowerSpectrum:
+            measured, _, f = self._lowres_input(src, kind, warn=False)
+            with f:
+                return measure_reader(measured, self.lr_rate)
+
+        matched = kind == "hr" and as_lowpass_spec(self.lowpass) == as_lowpass_spec(
+            self.training_lowpass
+        )
+        return self.resolver.condition(reader, spectrum, src, matched=matched, logger=log)
 
     def page_example(self, item: dict[str, Any], seconds: float, kind: str) -> Any:
         """The first `seconds` of a processed file as a page example (mono mix)."""
