@@ -19,6 +19,12 @@ FORBIDDEN = [
     (f"{PACKAGE}.{low}", (f"{PACKAGE}.module", f"{PACKAGE}.tasks", f"{PACKAGE}.bench"))
     for low in ("models", "data", "dsp", "metrics")
 ] + [(f"{PACKAGE}.module", (f"{PACKAGE}.tasks", f"{PACKAGE}.bench"))]
+# the inference object and the shared task settings: below every task, and (the resolver) without
+# the LightningModule, so that using a model needs no Lightning (issue 21)
+FORBIDDEN += [
+    (f"{PACKAGE}.resolver", (f"{PACKAGE}.module", f"{PACKAGE}.tasks", f"{PACKAGE}.bench")),
+    (f"{PACKAGE}.settings", (f"{PACKAGE}.module", f"{PACKAGE}.tasks", f"{PACKAGE}.bench")),
+]
 # runs.py: run bookkeeping shared by every task and tool, built on these alone
 RUNS_MAY_IMPORT = {PACKAGE, f"{PACKAGE}.utils", f"{PACKAGE}.errors"}
 
@@ -136,6 +142,13 @@ def test_the_package_has_no_import_cycle() -> None:
 
 def test_no_import_goes_back_up_the_layers() -> None:
     assert layer_violations(import_graph()) == []
+
+
+def test_upsample_imports_no_other_task() -> None:
+    """upsample.py's task builds its model through `SuperResolver` and takes its settings from
+    `settings.py`: it reaches into no other task (issue 21)."""
+    tasks = {m for m in import_graph()[f"{PACKAGE}.tasks.upsample"] if ".tasks." in m}
+    assert tasks == set()
 
 
 def write_package(root: Path, files: dict[str, str]) -> Path:
