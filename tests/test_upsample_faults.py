@@ -461,7 +461,7 @@ def test_evaluating_a_folder_whose_every_file_was_skipped_says_so(tmp_path: Path
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("evaluate", overrides=[
             "model=cubic", "data=folder", f"data.root={root}", "data.test_speakers=*",
-            "+data.corpus.on_bad_file=skip", "ratio=4", "sample_rate=16000", "device=cpu",
+            "data.corpus.on_bad_file=skip", "ratio=4", "sample_rate=16000", "device=cpu",
             f"data.cache_dir={tmp_path}/cache", "logger=none"])  # fmt: skip
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "eval")
