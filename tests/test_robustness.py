@@ -149,12 +149,19 @@ def test_degradations_and_test_lowpass_together_is_one_line(tiny_corpus, tiny_ck
     assert "test_lowpass= and degradations= were both given" in proc.stderr
 
 
-def test_experiment_demo_robust_is_demo_apbwe_with_the_robust_degradations(tmp_path) -> None:
+def test_experiment_demo_robust_is_demo_with_the_robust_degradations(tmp_path) -> None:
+    """demo_robust = make demo's U-Net and data, lowpass=robust, 1500 steps; its documented
+    Chebyshev-only twin differs in the filter alone."""
     from .test_configs import compose_train
 
     robust = OmegaConf.to_container(compose_train(["experiment=demo_robust"], tmp_path))
-    apbwe = OmegaConf.to_container(compose_train(["experiment=demo_apbwe"], tmp_path))
+    demo = OmegaConf.to_container(compose_train(["experiment=demo"], tmp_path))
+    twin = OmegaConf.to_container(
+        compose_train(["experiment=demo_robust", "lowpass=chebyshev"], tmp_path)
+    )
     expected = OmegaConf.to_container(compose_train(["lowpass=robust"], tmp_path))["lowpass"]
     assert robust["lowpass"] == expected and robust["lowpass"]["p_codec"] > 0
-    for key in ("model", "loss", "trainer", "data", "optimizer", "ratio", "sample_rate"):
-        assert robust[key] == apbwe[key], key
+    assert twin["lowpass"] == demo["lowpass"]
+    for key in ("model", "loss", "data", "optimizer", "ratio", "sample_rate"):
+        assert robust[key] == demo[key] == twin[key], key
+    assert robust["trainer"]["max_steps"] == twin["trainer"]["max_steps"] == 1500
