@@ -132,10 +132,9 @@ def upsample_command(args: argparse.Namespace) -> Path:
         Upsampler,
         check_no_input_overwritten,
         find_inputs,
+        finish_run,
         prepare_output,
         process_files,
-        write_failed_report,
-        write_report_page,
     )
 
     ckpt = checkpoint_of(args)
@@ -174,20 +173,8 @@ def upsample_command(args: argparse.Namespace) -> Path:
                 item["rel"] = Path(src.name) / item["rel"]
         done += d
         failed += f
-    if args.report:
-        if done:
-            where = Path(" ".join(str(s) for s in srcs))
-            log.info("samples page: %s", write_report_page(up, done, where, dst, opts))
-        else:
-            log.warning("no samples page: no file was super-resolved")
-    report = write_failed_report(dst, failed)
-    print(dst)
-    if report is not None:
-        raise DataError(
-            f"{report}: {len(failed)} of {len(every)} file(s) could not be super-resolved "
-            f"(listed there, {len(done)} done), e.g. {failed[0]['input']}: {failed[0]['reason']}"
-        )
-    return dst
+    where = Path(" ".join(str(s) for s in srcs))
+    return finish_run(up, done, failed, len(every), where, dst, opts, bool(args.report))
 
 
 def models_command(args: argparse.Namespace) -> None:

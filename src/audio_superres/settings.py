@@ -58,3 +58,12 @@ def settle_from_checkpoint(cfg: DictConfig, key: str, stored: Any, ckpt_path: st
     with open_dict(cfg):
         cfg[key] = int(value)
     return int(value)
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry with a `_target_` of a callbacks/logger group."""
+    if not group:
+        return []
+    from hydra.utils import instantiate  # lazily: the resolver imports this module, Hydra-free
+
+    return [instantiate(node) for node in group.values() if node and "_target_" in node]

@@ -28,7 +28,11 @@ from audio_superres.runs import (
     library_versions,
     single_lightning_log,
 )
-from audio_superres.settings import inference_settings, settle_from_checkpoint
+from audio_superres.settings import (
+    inference_settings,
+    instantiate_group,
+    settle_from_checkpoint,
+)
 from audio_superres.tasks.mismatch import (
     format_mismatch,
     parse_test_lowpass,
@@ -43,7 +47,6 @@ from audio_superres.tasks.robustness import (
     grid_files,
 )
 from audio_superres.tasks.robustness import finish as finish_robustness
-from audio_superres.tasks.train import instantiate_group
 from audio_superres.utils import ensure_writable_dir
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from audio_superres.runs import (
     single_lightning_log,
     write_status,
 )
-from audio_superres.settings import inference_settings
+from audio_superres.settings import inference_settings, instantiate_group
 from audio_superres.tasks.best_metric import BestMetric
 from audio_superres.tasks.mismatch import format_mismatch, score_under_filters
 from audio_superres.tasks.perceptual import perceptual_callbacks
@@ -99,13 +99,6 @@ def drop_progress_bar_if_disabled(callbacks: list[Any], trainer_cfg: DictConfig)
     from lightning.pytorch.callbacks import ProgressBar
 
     return [c for c in callbacks if not isinstance(c, ProgressBar)]
-
-
-def instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry with a `_target_` of a callbacks/logger group."""
-    if not group:
-        return []
-    return [instantiate(node) for node in group.values() if node and "_target_" in node]
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:

@@ -743,16 +743,31 @@ def upsample(cfg: DictConfig) -> Path:
     )
     bar = tqdm(pairs, unit="file", disable=not cfg.get("progress", True) or len(pairs) == 1)
     done, failed = process_files(up, pairs, src, dst, opts, bar)
-    if cfg.get("report", False):
+    return finish_run(up, done, failed, len(pairs), src, dst, opts, bool(cfg.get("report", False)))
+
+
+def finish_run(
+    up: Upsampler,
+    done: list[dict[str, Any]],
+    failed: list[dict[str, Any]],
+    total: int,
+    src: Path,
+    dst: Path,
+    opts: UpsampleOptions,
+    report: bool,
+) -> Path:
+    """The end of a run (upsample.py and `audio-superres upsample`): the samples page if asked
+    for, failed.csv, the output folder printed, and a DataError when any file failed."""
+    if report:
         if done:
             log.info("samples page: %s", write_report_page(up, done, src, dst, opts))
         else:
             log.warning("no samples page: no file was super-resolved")
-    report = write_failed_report(dst, failed)
+    failed_csv = write_failed_report(dst, failed)
     print(dst)
-    if report is not None:
+    if failed_csv is not None:
         raise DataError(
-            f"{report}: {len(failed)} of {len(pairs)} file(s) could not be super-resolved "
+            f"{failed_csv}: {len(failed)} of {total} file(s) could not be super-resolved "
             f"(listed there, {len(done)} done), e.g. {failed[0]['input']}: {failed[0]['reason']}"
         )
     return dst
