@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,6 +23,7 @@ import torchaudio.functional as AF
 from scipy import signal
 from torch import Tensor
 
+from audio_superres.dsp.cubic import check_signal
 from audio_superres.dsp.degrade import (
     CODECS,
     RESAMPLERS,
@@ -31,6 +31,7 @@ from audio_superres.dsp.degrade import (
     codec_rows,
     resample_down,
 )
+from audio_superres.dsp.resample import check_ratio
 
 __all__ = [
     "DESIGNED_KINDS",
@@ -358,25 +359,13 @@ def check_sample_rate(spec: LowpassSpec, sample_rate: int) -> None:
         raise ValueError(f"lowpass codec_bitrates: {exc}") from None
 
 
-def _check_ratio(ratio: int) -> int:
-    if isinstance(ratio, bool):
-        raise TypeError(f"ratio must be an integer >= 1, got {ratio!r}")
-    try:
-        r = operator.index(ratio)
-    except TypeError:
-        raise TypeError(f"ratio must be an integer >= 1, got {ratio!r}") from None
-    if r < 1:
-        raise ValueError(f"ratio must be an integer >= 1, got {r}")
-    return r
-
-
 def lowpass_sos(spec: LowpassSpec, ratio: int) -> np.ndarray | None:
     """Second-order sections `(n_sections, 6)` of the anti-alias filter for `ratio`.
 
     None for kind "none". The design is cached per (spec, ratio); each call returns a fresh copy
     so a caller (or scipy, which wants writable arrays) may modify it freely.
     """
-    sos = _lowpass_sos_cached(spec, _check_ratio(ratio))
+    sos = _lowpass_sos_cached(spec, check_ratio(ratio))
     return None if sos is None else sos.copy()
 
 
@@ -407,7 +396,7 @@ def _lowpass_sos_cached(spec: LowpassSpec, ratio: int) -> np.ndarray | None:
 
 def crop_to_multiple(y: Tensor, ratio: int) -> Tensor:
     """`y[..., :n - n % ratio]` (a view): HR and LR must line up sample k*ratio <-> k."""
-    r = _check_ratio(ratio)
+    r = check_ratio(ratio)
     n = y.shape[-1]
     return y[..., : n - n % r]
 
@@ -489,12 +478,7 @@ def _zero_input_response(
 
 
 def _prepare(x: Tensor, sos: np.ndarray) -> tuple[np.ndarray, bytes, Tensor, torch.dtype]:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"expected a floating-point signal, got dtype {x.dtype}")
-    if x.ndim == 0:
-        raise ValueError("expected a signal of shape (..., n), got a 0-d tensor")
+    check_signal(x)
     sos = _as_sos(sos)
     work = _work_dtype(x.device)
     return sos, sos.tobytes(), x.reshape(math.prod(x.shape[:-1]), x.shape[-1]).to(work), work
@@ -623,7 +607,7 @@ def make_lowres(
     Ratio 1 returns `y` itself. The result has y's dtype and device and is a fresh contiguous
     tensor otherwise.
     """
-    r = _check_ratio(ratio)
+    r = check_ratio(ratio)
     spec = as_lowpass_spec(lowpass)
     if not isinstance(y, Tensor):
         raise TypeError(f"expected a torch.Tensor, got {type(y).__name__}")
