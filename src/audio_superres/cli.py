@@ -42,10 +42,10 @@ from audio_superres.resolver import (
     HOW_TO_TRAIN,
     SuperResolver,
     bundled_models,
-    unknown_model,
 )
 
 log = logging.getLogger("audio_superres.cli")
+DEFAULT_MODEL = "speech-r4"  # what `upsample` runs without --model/--ckpt, once bundled
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,7 +61,11 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("inputs", nargs="+", metavar="IN", help="an audio file or a folder")
     up.add_argument("-o", "--output", required=True, metavar="OUT", help="the output folder")
     which = up.add_mutually_exclusive_group()
-    which.add_argument("--model", metavar="NAME", help="a bundled model (audio-superres models)")
+    which.add_argument(
+        "--model", metavar="NAME",
+        help=f"a bundled model (audio-superres models; default {DEFAULT_MODEL}) or an exported "
+        "model's .json card",
+    )  # fmt: skip
     which.add_argument("--ckpt", metavar="PATH", help="a training checkpoint (.ckpt)")
     up.add_argument("--report", action="store_true", help="write OUT/report/index.html")
     up.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
@@ -74,21 +78,33 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--quiet", action="store_true", help="warnings and errors only")
     sub.add_parser("models", help="the bundled models and what each expects")
-    info = sub.add_parser("info", help="what a checkpoint holds")
-    info.add_argument("ckpt", metavar="CKPT")
+    info = sub.add_parser("info", help="what a checkpoint or bundled model holds")
+    info.add_argument("ckpt", metavar="CKPT|NAME")
+    exp = sub.add_parser(
+        "export", help="a checkpoint's generator as safetensors + JSON model card",
+        description="Write OUT/NAME.safetensors (the generator's weights) and OUT/NAME.json (its "
+        "model card) from a training checkpoint; `--model OUT/NAME.json` then runs it.",
+    )  # fmt: skip
+    exp.add_argument("ckpt", metavar="CKPT")
+    exp.add_argument("--name", required=True, help="the model's name, e.g. speech-r4")
+    exp.add_argument("-o", "--output", required=True, metavar="OUT", help="the folder")
+    exp.add_argument("--description", default="", help="one line: what the model is for")
+    exp.add_argument(
+        "--eval", action="append", default=[], metavar="LABEL=DIR",
+        help="an evaluate.py output folder to record in the card (repeatable)",
+    )  # fmt: skip
     return p
 
 
 def checkpoint_of(args: argparse.Namespace) -> str:
-    """The checkpoint `--ckpt` names, or the bundled `--model`'s."""
+    """The model `--ckpt` or `--model` names; with neither, the default bundled model."""
     if args.ckpt:
         return str(args.ckpt)
     if args.model:
-        models = bundled_models()
-        if args.model not in models:
-            raise unknown_model(args.model)
-        return str(models[args.model]["path"])  # pragma: no cover - none is bundled yet
-    raise ConfigError(f"pass --ckpt PATH (no model is bundled yet: {HOW_TO_TRAIN})")
+        return str(args.model)
+    if DEFAULT_MODEL in bundled_models():
+        return DEFAULT_MODEL
+    raise ConfigError(f"pass --ckpt PATH (no model is bundled: {HOW_TO_TRAIN})")
 
 
 def upsample_config(args: argparse.Namespace, ckpt: str) -> Any:
@@ -180,10 +196,39 @@ def upsample_command(args: argparse.Namespace) -> Path:
 def models_command(args: argparse.Namespace) -> None:
     models = bundled_models()
     if not models:
-        print(f"No model is bundled yet: {HOW_TO_TRAIN}.")
+        print(f"No model is bundled: {HOW_TO_TRAIN}.")
         return
-    for name, card in sorted(models.items()):  # pragma: no cover - none is bundled yet
-        print(f"{name}: {card.get('description', '')}")
+    for name, card in sorted(models.items()):
+        print("\n".join(model_lines(name, card)))
+
+
+def model_lines(name: str, card: dict[str, Any]) -> list[str]:
+    """What `audio-superres models` prints about one bundled model."""
+    from audio_superres.dsp.lowpass import as_lowpass_spec, describe_lowpass
+
+    rate, ratio = int(card["sample_rate"]), int(card["ratio"])
+    default = " (the default)" if name == DEFAULT_MODEL else ""
+    lines = [
+        f"{name}{default}: {card.get('description', '')}".rstrip(),
+        f"  input: audio at {rate // ratio} Hz (other rates are resampled to it first); "
+        f"output: {rate} Hz ({ratio}x)",
+        f"  model: {card['model']['_target_'].rsplit('.', 1)[-1]}, "
+        f"{card['weights'].get('parameters', 0):,} parameters",
+        f"  trained on: {describe_lowpass(as_lowpass_spec(card['training_lowpass']))}",
+    ]
+    for label, result in (card.get("evaluation") or {}).items():
+        if "model" in result and "cubic" in result:
+            m, c = result["model"], result["cubic"]
+            lines.append(
+                f"  {label}: SNR {m['snr']:.2f} dB (cubic {c['snr']:.2f}), "
+                f"LSD {m['lsd']:.2f} (cubic {c['lsd']:.2f})"
+            )
+        elif "worst_snr_gain" in result:
+            lines.append(
+                f"  {label}: worst SNR gain over cubic {result['worst_snr_gain']:+.2f} dB "
+                f"({result.get('worst_condition')}), mean {result['mean_snr_gain']:+.2f} dB"
+            )
+    return lines
 
 
 def info_lines(resolver: SuperResolver) -> list[str]:
@@ -207,15 +252,28 @@ def info_lines(resolver: SuperResolver) -> list[str]:
         f"steps: {steps}",
         f"objective: {info.get('objective') or 'not stored'}",
         f"data: {info.get('data') or 'not stored'}",
-    ]
+    ] + (model_lines(card["name"], card)[1:] if (card := info.get("card")) else [])
 
 
 def info_command(args: argparse.Namespace) -> None:
-    resolver = SuperResolver.from_checkpoint(args.ckpt, device="cpu", precision="32")
+    resolver = SuperResolver.from_pretrained(args.ckpt, device="cpu", precision="32")
     print("\n".join(info_lines(resolver)))
 
 
-COMMANDS = {"upsample": upsample_command, "models": models_command, "info": info_command}
+def export_command(args: argparse.Namespace) -> None:
+    from audio_superres.pretrained import export_bundled, model_card_fields
+
+    fields = model_card_fields(args.ckpt, args.eval, description=args.description)
+    card = export_bundled(args.ckpt, args.name, args.output, fields)
+    print(f"wrote {card} and {card.with_suffix('.safetensors')}")
+
+
+COMMANDS = {
+    "upsample": upsample_command,
+    "models": models_command,
+    "info": info_command,
+    "export": export_command,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

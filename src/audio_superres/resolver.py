@@ -36,6 +36,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from audio_superres import pretrained
 from audio_superres.checkpoint import (
     CheckpointError,
     check_weights_fit,
@@ -67,8 +68,6 @@ log = logging.getLogger(__name__)
 
 # input_conditioning=: auto (re-filter only when the top band says so), off, always (issue 20)
 CONDITIONING_MODES = ("auto", "off", "always")
-# the bundled models, name -> what `from_pretrained` loads (issue 21 item 3 adds the first)
-BUNDLED_MODELS: dict[str, Mapping[str, Any]] = {}
 HOW_TO_TRAIN = (
     "train one with `python train.py experiment=demo` (docs/training.md) and pass its "
     "checkpoint (--ckpt PATH, SuperResolver.from_checkpoint(PATH))"
@@ -76,17 +75,34 @@ HOW_TO_TRAIN = (
 _OUT_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
 
 
-def bundled_models() -> dict[str, Mapping[str, Any]]:
-    """The models shipped with the package, by name (none yet)."""
-    return dict(BUNDLED_MODELS)
+def bundled_models() -> dict[str, dict[str, Any]]:
+    """The models shipped with the package, name -> model card (`pretrained.py`)."""
+    return pretrained.bundled_models()
 
 
 def unknown_model(name: str) -> UserFacingError:
     """The one-line error for a model name that is not bundled, naming the ones that are."""
-    names = ", ".join(sorted(BUNDLED_MODELS)) or "none yet"
+    names = ", ".join(sorted(bundled_models())) or "none"
     return ConfigError(
-        f"{name}: no bundled model of that name (available: {names}); {HOW_TO_TRAIN}"
+        f"{name}: no bundled model of that name (available: {names}); or {HOW_TO_TRAIN}"
     )
+
+
+def load_model(ref: str | os.PathLike) -> tuple[dict[str, Any], str]:
+    """What a model reference names, loaded as `checkpoint.load_checkpoint` gives it, and the
+    path errors name: a training checkpoint's path, a bundled model's name (`speech-r4`), or
+    an exported model's `.json` card or `.safetensors` weights (`pretrained.py`)."""
+    text = str(ref)
+    path = Path(text)
+    if path.suffix in (".json", ".safetensors"):
+        loaded = pretrained.load_bundled(path)
+        return loaded, loaded["card_path"]
+    if not path.exists() and os.sep not in text and not path.suffix:
+        if not pretrained.card_path(text).is_file():
+            raise unknown_model(text)
+        loaded = pretrained.load_bundled(text)
+        return loaded, loaded["card_path"]
+    return load_checkpoint(path), text
 
 
 class ArrayReader:
@@ -268,6 +284,7 @@ class SuperResolver:
             "objective": (hp.get("objective") or {}).get("_target_"),
             "data": (hp.get("data_config") or {}).get("_target_"),
             "model_config": dict(hp["model"]),
+            "card": ckpt.get("card"),  # a bundled model's card (pretrained.py)
         }
         return cls(
             model=model,
@@ -282,12 +299,24 @@ class SuperResolver:
         )
 
     @classmethod
-    def from_pretrained(cls, name: str, **kwargs: Any) -> SuperResolver:
-        """A bundled model by name (`bundled_models()`); none is bundled yet, so every name is a
-        one-line ConfigError naming the available ones."""
-        if name not in BUNDLED_MODELS:
-            raise unknown_model(name)
-        return cls.from_checkpoint(BUNDLED_MODELS[name]["path"], **kwargs)  # pragma: no cover
+    def from_pretrained(
+        cls,
+        name: str,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        *,
+        input_conditioning: str = "auto",
+        settings: InferenceSettings | None = None,
+    ) -> SuperResolver:
+        """A bundled model by name (`bundled_models()`, e.g. "speech-r4"), or an exported one
+        by the path of its `.json` card or `.safetensors` weights (`audio-superres export`).
+        Built exactly as `from_checkpoint` builds a checkpoint's generator (allow-list, weight
+        checks); its model card is in `info["card"]`."""
+        loaded, where = load_model(name)
+        settings = replace(settings or InferenceSettings(), precision=precision)
+        return cls.from_loaded(
+            loaded, where, device=device, settings=settings, input_conditioning=input_conditioning
+        )
 
     # ---- what it is ---------------------------------------------------------------------------
     @property

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from audio_superres.checkpoint import (
     CheckpointError,
     check_weights_fit,
+    generator_state_dict,
     load_checkpoint,
     remove_stale_temporaries,
 )
@@ -27,6 +28,7 @@ from audio_superres.precision import (
 )
 from audio_superres.report.media import MediaLogger
 from audio_superres.report.results import format_table, write_results
+from audio_superres.resolver import load_model
 from audio_superres.runs import (
     apply_extras,
     finish_wandb,
@@ -53,6 +55,26 @@ def build_module(cfg: DictConfig) -> SuperResolutionModule:
     if not isinstance(module, SuperResolutionModule):
         raise ConfigError(f"module._target_ must be a SuperResolutionModule, got {type(module)}")
     return module
+
+
+def initialize_generator(module: SuperResolutionModule, ref: str) -> str:
+    """Start the generator from the weights `ref` names (`init_from=`: a training checkpoint,
+    a bundled model's name, or an exported model's card), read as inference reads them
+    (`resolver.load_model`: safe loading, allow-list); only the generator's weights are taken:
+    optimiser, schedule, step count and discriminators start afresh (fine-tuning; the
+    adversarial arm after a regression warm-up). Returns what was loaded, for the log."""
+    loaded, where = load_model(ref)
+    hp = loaded["hyper_parameters"]
+    if int(hp["ratio"]) != module.ratio or int(hp["sample_rate"]) != module.sample_rate:
+        raise ConfigError(
+            f"init_from={ref}: trained for ratio {hp['ratio']} at {hp['sample_rate']} Hz, this "
+            f"run is ratio {module.ratio} at {module.sample_rate} Hz"
+        )
+    weights = generator_state_dict(loaded["state_dict"])
+    check_weights_fit(weights, module.model.state_dict(), where)
+    module.model.load_state_dict(weights)
+    step = loaded.get("global_step")
+    return f"{where}" + (f" (step {step})" if step is not None else "")
 
 
 def clip_under_manual_optimization(cfg: DictConfig, module: SuperResolutionModule) -> None:
@@ -272,6 +294,11 @@ def train(cfg: DictConfig) -> float:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if ckpt_path is not None:
         check_resumable(ckpt_path, cfg, module)
+    if cfg.get("init_from") and ckpt_path is None:
+        log.info("generator initialised from %s", initialize_generator(module, cfg.init_from))
+    elif cfg.get("init_from"):
+        log.info("init_from=%s not applied: resuming %s restores every weight", cfg.init_from,
+                 ckpt_path)  # fmt: skip
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         # the final state, whatever the interval (full state, so it can be resumed)

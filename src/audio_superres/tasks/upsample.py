@@ -33,7 +33,6 @@ import soundfile as sf
 import torch
 from omegaconf import DictConfig
 
-from audio_superres.checkpoint import load_checkpoint
 from audio_superres.data.audio_io import AudioFileError, to_mono
 from audio_superres.dsp.bandwidth import InputCheck, PowerSpectrum, measure_reader
 from audio_superres.dsp.blockwise import (
@@ -56,7 +55,7 @@ from audio_superres.errors import (
     UserFacingError,
     one_line,
 )
-from audio_superres.resolver import SuperResolver
+from audio_superres.resolver import SuperResolver, load_model
 from audio_superres.settings import inference_settings, settle_from_checkpoint
 from audio_superres.utils import (
     atomic_path,
@@ -301,8 +300,10 @@ class Upsampler:
     def from_config(cls, cfg: DictConfig) -> Upsampler:
         ckpt_path = cfg.get("ckpt_path")
         if not ckpt_path:
-            raise ConfigError("pass ckpt_path=CKPT: the checkpoint to super-resolve with")
-        ckpt = load_checkpoint(ckpt_path)
+            raise ConfigError(
+                "pass ckpt_path=CKPT: the checkpoint (or bundled model name) to super-resolve with"
+            )
+        ckpt, _ = load_model(ckpt_path)  # a checkpoint, or a bundled/exported model
         hp = ckpt["hyper_parameters"]
         ratio = settle_from_checkpoint(cfg, "ratio", hp.get("ratio"), ckpt_path)
         sample_rate = settle_from_checkpoint(cfg, "sample_rate", hp.get("sample_rate"), ckpt_path)
