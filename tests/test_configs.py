@@ -34,8 +34,18 @@ def compose_train(overrides: list[str], tmp_path: Path) -> DictConfig:
 
 
 def test_config_groups_exist():
-    for group in ("data", "lowpass", "model", "loss", "objective", "optimizer", "scheduler",
-                  "trainer", "logger", "callbacks"):
+    for group in (
+        "data",
+        "lowpass",
+        "model",
+        "loss",
+        "objective",
+        "optimizer",
+        "scheduler",
+        "trainer",
+        "logger",
+        "callbacks",
+    ):
         assert group_options(group), group
     assert not (CONF_DIR / "optim").exists()  # replaced by optimizer/ and scheduler/
 
@@ -74,8 +84,11 @@ def test_every_loss_config_instantiates(loss, tmp_path):
 def test_every_objective_optimizer_scheduler_config_builds(
     objective, optimizer, scheduler, tmp_path
 ):
+    # AP-BWE's objective trains a spectral generator on its own spectrum: AP-BWE and its loss
+    spectral = ["model=apbwe_small", "loss=apbwe"] if objective.endswith("apbwe") else []
     cfg = compose_train(
-        [f"objective={objective}", f"optimizer={optimizer}", f"scheduler={scheduler}"], tmp_path
+        [f"objective={objective}", f"optimizer={optimizer}", f"scheduler={scheduler}", *spectral],
+        tmp_path,
     )
     module = build_module(cfg)
     configured = module.configure_optimizers()

@@ -13,24 +13,29 @@ import pytest
 import soundfile as sf
 import torch
 from hydra.errors import InstantiationException
+from omegaconf import OmegaConf
+from torch import Tensor
 
 from audio_superres.checkpoint import load_checkpoint
+from audio_superres.dsp.lowpass import as_lowpass_spec
 from audio_superres.errors import ConfigError
 from audio_superres.losses import APBWELoss, MelLoss
 from audio_superres.models.discriminators import (
     MultiPeriodDiscriminator,
     MultiResolutionSpectrogramDiscriminator,
+    SpectrogramDiscriminator,
 )
 from audio_superres.module import generator_state_dict
 from audio_superres.objectives import (
     AdversarialObjective,
     RegressionObjective,
+    feature_matching_loss,
     gan_discriminator_loss,
     gan_generator_loss,
 )
 from audio_superres.schedules import WarmupCosineLR
 from audio_superres.tasks.evaluate import build_for_evaluation
-from audio_superres.tasks.train import build_module
+from audio_superres.tasks.train import build_module, clip_under_manual_optimization
 
 from .conftest import REPO, voiced_signal
 from .test_configs import compose_train
@@ -177,6 +182,10 @@ def test_gan_losses():
     assert gan_generator_loss("lsgan", fake) == pytest.approx((1 + 9) / 2)
     assert gan_discriminator_loss("hinge", real, fake) == pytest.approx(0.25 + 0.5)
     assert gan_generator_loss("hinge", fake) == pytest.approx(1.0)
+    # AP-BWE's: the discriminator's hinge, the generator's relu(1 - D(G(x)))
+    assert gan_discriminator_loss("hinge_margin", real, fake) == pytest.approx(0.25 + 0.5)
+    assert gan_generator_loss("hinge_margin", fake) == pytest.approx((1 + 3) / 2)
+    assert gan_generator_loss("hinge_margin", torch.tensor([2.0, 0.5])) == pytest.approx(0.25)
 
 
 def test_adversarial_objective_rejects_unknown_gan_loss(tmp_path):
@@ -464,3 +473,260 @@ def test_warmup_steps_leave_the_discriminators_untouched(tiny_corpus, tmp_path):
         assert torch.equal(ckpt["state_dict"][k], fresh[k]), k
     model_keys = [k for k in fresh if k.startswith("model.")]
     assert any(not torch.equal(ckpt["state_dict"][k], fresh[k]) for k in model_keys)
+
+
+# ---- per-discriminator weights and AP-BWE's recipe (objective=adversarial_apbwe) -----------
+TINY_DISCRIMINATORS = {
+    "mpd": {
+        "_target_": "audio_superres.models.discriminators.MultiPeriodDiscriminator",
+        "periods": [2, 3],
+        "channels": [4, 8],
+    },
+    "mrsd": {
+        "_target_": "audio_superres.models.discriminators.MultiResolutionSpectrogramDiscriminator",
+        "fft_sizes": [128, 256],
+        "hop_sizes": [32, 64],
+        "win_lengths": [128, 256],
+        "kinds": ["amplitude", "phase"],
+        "channels": 4,
+    },
+}
+
+
+def tiny_objective(gan_loss: str = "lsgan", **weights: float) -> AdversarialObjective:
+    """An adversarial objective with two tiny discriminators (seeded: equal weights each call)."""
+    discriminators = {
+        name: {**cfg, **({"weight": weights[name]} if name in weights else {})}
+        for name, cfg in TINY_DISCRIMINATORS.items()
+    }
+    torch.manual_seed(0)
+    return AdversarialObjective(
+        reconstruction={
+            "l1": {"weight": 1.0, "loss": {"_target_": "audio_superres.losses.L1Loss"}}
+        },
+        discriminators=discriminators,
+        disc_optimizer={"_target_": "torch.optim.Adam", "_partial_": True},
+        gan_loss=gan_loss,
+    )
+
+
+@pytest.mark.parametrize("gan_loss", ["lsgan", "hinge_margin"])
+def test_discriminator_weight_scales_its_gan_fm_and_discriminator_loss(gan_loss):
+    """A weight multiplies that discriminator's GAN, feature-matching and discriminator terms
+    (all three, and only that discriminator's); each one's unweighted terms are reported."""
+    plain = tiny_objective(gan_loss)
+    weighted = tiny_objective(gan_loss, mrsd=0.25)
+    assert plain.discriminator_weights == {"mpd": 1.0, "mrsd": 1.0}
+    assert weighted.discriminator_weights == {"mpd": 1.0, "mrsd": 0.25}
+    torch.manual_seed(1)
+    real, fake = 0.1 * torch.randn(2, 1024), 0.1 * torch.randn(2, 1024)
+
+    gan, fm, parts = plain.adversarial(real, fake)
+    w_gan, w_fm, w_parts = weighted.adversarial(real, fake)
+    (mpd_gan, mpd_fm), (sd_gan, sd_fm) = parts["mpd"], parts["mrsd"]
+    for part in (mpd_gan, mpd_fm, sd_gan, sd_fm):
+        assert part > 0
+    torch.testing.assert_close(gan, mpd_gan + sd_gan)
+    torch.testing.assert_close(fm, mpd_fm + sd_fm)
+    torch.testing.assert_close(w_gan, mpd_gan + 0.25 * sd_gan)
+    torch.testing.assert_close(w_fm, mpd_fm + 0.25 * sd_fm)
+    for name in parts:  # the logged parts are unweighted
+        torch.testing.assert_close(torch.stack(w_parts[name]), torch.stack(parts[name]))
+
+    disc, disc_parts = plain.discriminator_loss(real, fake)
+    w_disc, w_disc_parts = weighted.discriminator_loss(real, fake)
+    torch.testing.assert_close(disc, disc_parts["mpd"] + disc_parts["mrsd"])
+    torch.testing.assert_close(w_disc, disc_parts["mpd"] + 0.25 * disc_parts["mrsd"])
+    torch.testing.assert_close(w_disc_parts["mrsd"], disc_parts["mrsd"])
+
+    # the weight reaches the gradients: the weighted discriminator's are scaled, the other's not
+    def grads(objective: AdversarialObjective) -> dict[str, Tensor]:
+        objective.zero_grad()
+        objective.discriminator_loss(real, fake)[0].backward()
+        return {n: p.grad.clone() for n, p in objective.named_parameters() if p.grad is not None}
+
+    g_plain, g_weighted = grads(plain), grads(weighted)
+    for name, g in g_plain.items():
+        scale = 0.25 if name.startswith("discriminators.mrsd.") else 1.0
+        torch.testing.assert_close(g_weighted[name], scale * g, rtol=1e-5, atol=1e-8)
+
+
+def test_default_discriminator_weights_leave_the_losses_bit_for_bit():
+    """Weights 1 (the default, or given): the flat sums the objective computed before weights."""
+    real, fake = 0.1 * torch.randn(2, 1024), 0.1 * torch.randn(2, 1024)
+    for objective in (tiny_objective("hinge"), tiny_objective("hinge", mpd=1.0, mrsd=1.0)):
+        gan, fm, _ = objective.adversarial(real, fake)
+        disc, _ = objective.discriminator_loss(real, fake)
+        with torch.no_grad():
+            real_out = objective.discriminate(real)
+        old_gan, old_fm = torch.zeros(()), torch.zeros(())
+        for (_, r_feats), (f, f_feats) in zip(real_out, objective.discriminate(fake), strict=True):
+            old_gan = old_gan + gan_generator_loss("hinge", f)
+            old_fm = old_fm + feature_matching_loss(r_feats, f_feats)
+        old_disc = torch.zeros(())
+        for (r, _), (f, _) in zip(real_out, objective.discriminate(fake), strict=True):
+            old_disc = old_disc + gan_discriminator_loss("hinge", r, f)
+        assert torch.equal(gan, old_gan) and torch.equal(fm, old_fm)
+        assert torch.equal(disc, old_disc)
+
+
+def test_discriminator_weight_and_null_entries_are_checked():
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        tiny_objective(mrsd=-1.0)
+    objective = AdversarialObjective(
+        reconstruction={},
+        discriminators={"mpd": TINY_DISCRIMINATORS["mpd"], "mrsd": None},  # null drops it
+        disc_optimizer={"_target_": "torch.optim.Adam", "_partial_": True},
+    )
+    assert list(objective.discriminators) == ["mpd"]
+    with pytest.raises(ValueError, match="at least one discriminator"):
+        AdversarialObjective({}, {"mrsd": None}, {"_target_": "torch.optim.Adam"})
+
+
+def test_apbwe_spectral_discriminators_and_period_features():
+    """AP-BWE's MRAD/MRPD form: linear amplitude / phase of a rectangular-window STFT, Vocos's
+    stack (strided in time and frequency); its MPD leaves the first layer out of the features."""
+    x = 0.1 * torch.randn(2, 2000)
+    mrad = SpectrogramDiscriminator(
+        256, 64, 256, "amplitude", 4, amplitude="linear", window="rectangular", stack="apbwe"
+    )
+    assert torch.equal(mrad.window, torch.ones(256))
+    spec = torch.stft(x, 256, 64, 256, window=torch.ones(256), return_complex=True)
+    torch.testing.assert_close(mrad.spectrum(x)[:, 0], spec.abs().transpose(1, 2))
+    score, features = mrad(x)
+    assert len(features) == 6  # five convs and the output
+    frames, bins = spec.shape[-1], spec.shape[-2]  # 32, 129
+    assert features[-1].shape[-2:] == (math.ceil(frames / 8), math.ceil(bins / 32))
+    assert score.shape == (2, math.ceil(frames / 8) * math.ceil(bins / 32))
+    mrpd = SpectrogramDiscriminator(256, 64, 256, "phase", 4, window="rectangular", stack="apbwe")
+    torch.testing.assert_close(
+        mrpd.spectrum(x)[:, 0].abs().max(), torch.tensor(math.pi), atol=0.01, rtol=0
+    )
+    for bad in ({"stack": "vocos"}, {"window": "hamming"}, {"amplitude": "db"}):
+        with pytest.raises(ValueError, match="must be one of"):
+            SpectrogramDiscriminator(256, 64, 256, **bad)
+    full = MultiPeriodDiscriminator([2], [4, 8, 8])
+    skipped = MultiPeriodDiscriminator([2], [4, 8, 8], skip_features=1)
+    skipped.load_state_dict(full.state_dict())
+    (_, f_full), (_, f_skip) = full(x)[0], skipped(x)[0]
+    assert len(f_full) == 4 and len(f_skip) == 3
+    assert all(torch.equal(a, b) for a, b in zip(f_full[1:], f_skip, strict=True))
+
+
+APBWE_RECIPE = ["experiment=demo_apbwe", "objective=adversarial_apbwe", "optimizer=adamw_gan"]
+
+
+def test_adversarial_apbwe_config_is_apbwes_recipe(tmp_path):
+    cfg = compose_train([*APBWE_RECIPE, "optimizer.lr=2e-4", "logger=none"], tmp_path)
+    module = build_module(cfg)
+    objective = module.objective
+    assert isinstance(objective, AdversarialObjective) and objective.generator_spectrum
+    assert objective.gan_loss == "hinge_margin"
+    assert objective.gan_weight == 1.0 and objective.feature_matching_weight == 1.0
+    assert objective.discriminator_weights == {"mpd": 1.0, "mrad": 0.1, "mrpd": 0.1}
+    # the loss group's AP-BWE loss at weight 1 is the only reconstruction term
+    assert {k: v for k, v in objective.weights.items() if v} == {"waveform": 1.0}
+    assert isinstance(objective.losses["waveform"], APBWELoss)
+    mpd, mrad, mrpd = objective.discriminators.values()
+    assert [d.period for d in mpd.discriminators] == [2, 3, 5, 7, 11]
+    assert mpd.discriminators[0].layers[0].out_channels == 8  # CPU size
+    assert all(d.skip_features == 1 for d in mpd.discriminators)
+    for disc, kind in ((mrad, "amplitude"), (mrpd, "phase")):
+        assert [d.kind for d in disc.discriminators] == [kind] * 3
+        assert [d.n_fft for d in disc.discriminators] == [512, 1024, 2048]
+        assert all(torch.equal(d.window, torch.ones(d.win_length)) for d in disc.discriminators)
+        assert disc.discriminators[0].layers[0].out_channels == 16
+    assert mrad.discriminators[0].amplitude == "linear"
+    # gradient norms clipped at 10, each discriminator on its own, with no trainer setting
+    assert cfg.trainer.gradient_clip_val is None
+    assert module.gradient_clip_val == 10.0 and objective.clip_each_discriminator
+    (gen, disc), _ = module.configure_optimizers()
+    for opt in (gen, disc):
+        assert isinstance(opt, torch.optim.AdamW)
+        assert opt.defaults["lr"] == 2e-4 and opt.defaults["betas"] == (0.8, 0.99)
+        assert opt.defaults["weight_decay"] == 0.01
+    # the HiFi-GAN recipe is unchanged
+    hifigan = compose_train(["objective=adversarial"], tmp_path).objective
+    assert hifigan.gan_loss == "lsgan" and hifigan.feature_matching_weight == 2.0
+    assert "weight" not in hifigan.discriminators.mpd and hifigan.get("gradient_clip_val") is None
+
+
+def test_adversarial_apbwe_clip_is_one_setting(tmp_path):
+    """trainer.gradient_clip_val: the same value is fine, another one is an error."""
+    for clip, fails in ((10.0, False), (1.0, True)):
+        cfg = compose_train([*APBWE_RECIPE, f"trainer.gradient_clip_val={clip}"], tmp_path)
+        module = build_module(cfg)
+        if fails:
+            with pytest.raises(ConfigError, match="differ"):
+                clip_under_manual_optimization(cfg, module)
+        else:
+            clip_under_manual_optimization(cfg, module)
+            assert module.gradient_clip_val == 10.0 and cfg.trainer.gradient_clip_val is None
+
+
+def test_each_discriminator_is_clipped_on_its_own(tmp_path):
+    cfg = compose_train(
+        ["objective=adversarial_apbwe", "model=apbwe_small", "loss=apbwe", "logger=none"],
+        tmp_path,
+    )
+    module = build_module(cfg)
+    discs = module.objective.discriminators
+    for i, disc in enumerate(discs.values()):
+        for p in disc.parameters():
+            p.grad = torch.full_like(p, 10.0 ** (i + 1))
+    module._clip_discriminators(None)
+    for disc in discs.values():
+        norm = torch.nn.utils.get_total_norm([p.grad for p in disc.parameters()])
+        assert norm == pytest.approx(10.0, rel=1e-4)  # each at the clip, not scaled together
+
+
+@pytest.mark.skipif(
+    not (REPO / "conf" / "experiment" / "speech_r4.yaml").is_file(),
+    reason="experiment=speech_r4 is not in this checkout",
+)
+def test_speech_r4_takes_the_apbwe_objective_and_keeps_its_loss(tmp_path):
+    cfg = compose_train(["experiment=speech_r4", "objective=adversarial_apbwe"], tmp_path)
+    assert cfg.loss.complex_weight == 900 and cfg.loss.waveform_weight == 1000  # apbwe_waveform
+    assert as_lowpass_spec(OmegaConf.to_container(cfg.lowpass)).draws_degradations  # robust
+    module = build_module(cfg)
+    assert module.objective.losses["waveform"].weights["waveform"] == 1000
+    assert module.gradient_clip_val == 10.0
+
+
+@pytest.mark.slow
+def test_adversarial_apbwe_fits_three_steps(tiny_corpus, tmp_path):
+    """experiment=demo_apbwe objective=adversarial_apbwe, tiny: three generator steps with
+    every discriminator live from the first, each one's terms logged."""
+    run_dir = tmp_path / "apbwe"
+    args = [a for a in train_args(tiny_corpus, run_dir) if a not in TINY_MODEL]
+    args += [*APBWE_RECIPE, *TINY_APBWE_MODEL]
+    args += ["loss.n_fft=128", "loss.hop_length=16", "loss.win_length=64"]
+    args += [
+        "objective.discriminators.mpd.periods=[2,3]",
+        "objective.discriminators.mpd.channels=[4,8]",
+    ]
+    for name in ("mrad", "mrpd"):
+        args += [
+            f"objective.discriminators.{name}.fft_sizes=[128,256]",
+            f"objective.discriminators.{name}.hop_sizes=[32,64]",
+            f"objective.discriminators.{name}.win_lengths=[128,256]",
+            f"objective.discriminators.{name}.channels=4",
+        ]
+    args += ["trainer.max_steps=3", "trainer.val_check_interval=100", "trainer.log_every_n_steps=1"]
+    args += ["test_after_fit=false", "precision=32", "scheduler.warmup_steps=0"]
+    run(args, cwd=tmp_path)
+    rows = read_log(run_dir)
+    keys = {k for row in rows for k, v in row.items() if v}
+    for name in ("mpd", "mrad", "mrpd"):
+        assert {
+            f"train/gan/gen/{name}",
+            f"train/feature_matching/{name}",
+            f"train/gan/disc/{name}",
+        } <= keys
+    first = next(r for r in rows if r.get("train/loss"))
+    assert first["step"] == "0" and first.get("train/gan/gen")  # no warm-up
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 3
+    for opt_state in ckpt["optimizer_states"]:
+        group = opt_state["param_groups"][0]
+        assert group["betas"] == (0.8, 0.99) and group["weight_decay"] == 0.01

@@ -45,6 +45,8 @@ DEFAULT_OPTIMIZER = {
     "fused": True,
 }
 SCHEDULER_KEYS = ("interval", "frequency")  # Lightning's, not the scheduler class's
+
+
 def module_from_checkpoint(
     ckpt: Mapping[str, Any],
     *,
@@ -204,9 +206,9 @@ class SuperResolutionModule(L.LightningModule):
         if self.objective.generator_spectrum:
             check_spectrum_sizes(built, self.objective)
         self.automatic_optimization = not self.objective.manual_optimization
-        # Lightning clips only under automatic optimisation; train.py moves the trainer's
-        # gradient_clip_val here for the manual (adversarial) loop
-        self.gradient_clip_val: float | None = None
+        # Lightning clips only under automatic optimisation: the manual (adversarial) loop clips
+        # with its objective's gradient_clip_val, or the trainer's (train.py moves it here)
+        self.gradient_clip_val: float | None = getattr(self.objective, "gradient_clip_val", None)
         self.gradient_clip_algorithm: str = "norm"
         self.cubic = CubicUpsample(self.ratio)
         self.metrics = nn.ModuleDict(
@@ -368,28 +370,33 @@ class SuperResolutionModule(L.LightningModule):
         opt_g, opt_d = self.optimizers()
         pred, spectrum = self.generate(lr)
         adversarial = self.global_step >= objective.warmup_steps
+        several = len(objective.discriminators) > 1  # per-discriminator logs then add detail
         if adversarial:
-            disc_loss = objective.discriminator_loss(hr, pred.detach())
+            disc_loss, disc_parts = objective.discriminator_loss(hr, pred.detach())
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(disc_loss)
-            self._clip(opt_d)
+            self._clip_discriminators(opt_d)
             # through the strategy (precision plugin, AMP scaler) but not LightningOptimizer.step:
             # global_step then counts generator steps only
             self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=lambda: None, model=self)
             self._step_schedulers("step", disc=True)
-            self.log("train/gan/disc", disc_loss.detach(), on_step=True, on_epoch=False)
+            logs = {"train/gan/disc": disc_loss.detach()}
+            if several:
+                logs.update({f"train/gan/disc/{k}": v for k, v in disc_parts.items()})
+            self.log_dict(logs, on_step=True, on_epoch=False)
 
         with self.toggled_optimizer(opt_g):  # no gradients into the discriminators
             recon, terms = objective.reconstruction(pred, hr, spectrum)
             loss = recon
             if adversarial:
-                gan, fm = objective.adversarial(hr, pred)
+                gan, fm, parts = objective.adversarial(hr, pred)
                 loss = loss + objective.gan_weight * gan + objective.feature_matching_weight * fm
-                self.log_dict(
-                    {"train/gan/gen": gan.detach(), "train/feature_matching": fm.detach()},
-                    on_step=True,
-                    on_epoch=False,
-                )
+                logs = {"train/gan/gen": gan.detach(), "train/feature_matching": fm.detach()}
+                if several:
+                    for name, (part_gan, part_fm) in parts.items():
+                        logs[f"train/gan/gen/{name}"] = part_gan
+                        logs[f"train/feature_matching/{name}"] = part_fm
+                self.log_dict(logs, on_step=True, on_epoch=False)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             self._clip(opt_g)
@@ -427,6 +434,25 @@ class SuperResolutionModule(L.LightningModule):
                 gradient_clip_val=self.gradient_clip_val,
                 gradient_clip_algorithm=self.gradient_clip_algorithm,
             )
+
+    def _clip_discriminators(self, optimizer: Any) -> None:
+        """The discriminators' clip: all together, or with `objective.clip_each_discriminator`
+        each discriminator's gradient norm on its own (AP-BWE clips MPD, MRAD and MRPD apart)."""
+        objective = self.objective
+        if not self.gradient_clip_val or not getattr(objective, "clip_each_discriminator", False):
+            return self._clip(optimizer)
+        plugin = self.trainer.precision_plugin if self._trainer is not None else None
+        if getattr(plugin, "scaler", None) is not None:  # 16-mixed: unscale before the norms
+            plugin.scaler.unscale_(getattr(optimizer, "optimizer", optimizer))
+        algorithm = str(
+            getattr(self.gradient_clip_algorithm, "value", self.gradient_clip_algorithm)
+        )
+        for disc in objective.discriminators.values():
+            params = [p for p in disc.parameters() if p.grad is not None]
+            if algorithm.lower() == "value":
+                torch.nn.utils.clip_grad_value_(params, self.gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
 
     def _step_schedulers(self, interval: str, disc: bool) -> None:
         """Manual optimisation steps its schedulers itself (Lightning's `interval`/`frequency`)."""

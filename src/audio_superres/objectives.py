@@ -27,7 +27,7 @@ from audio_superres.losses import (
 )
 from audio_superres.models.discriminators import DiscriminatorOutput
 
-GAN_LOSSES = ("lsgan", "hinge")
+GAN_LOSSES = ("lsgan", "hinge", "hinge_margin")
 
 
 class TrainingObjective(nn.Module, ABC):
@@ -96,14 +96,18 @@ def gan_discriminator_loss(kind: str, real: Tensor, fake: Tensor) -> Tensor:
     """Discriminator loss of one sub-discriminator's scores on real and generated audio."""
     if kind == "lsgan":  # least squares (Mao et al. 2017): real -> 1, fake -> 0
         return (1 - real).pow(2).mean() + fake.pow(2).mean()
-    # hinge (Lim & Ye 2017; MelGAN): margins at +-1
+    # hinge and hinge_margin (Lim & Ye 2017; MelGAN, AP-BWE): margins at +-1
     return torch.relu(1 - real).mean() + torch.relu(1 + fake).mean()
 
 
 def gan_generator_loss(kind: str, fake: Tensor) -> Tensor:
-    """Generator loss of one sub-discriminator's scores on generated audio."""
+    """Generator loss of one sub-discriminator's scores on generated audio: `hinge` is MelGAN's
+    -D(G(x)); `hinge_margin` is AP-BWE's (and Vocos's) relu(1 - D(G(x))), which stops pushing a
+    score once it passes the real side's margin."""
     if kind == "lsgan":
         return (1 - fake).pow(2).mean()
+    if kind == "hinge_margin":
+        return torch.relu(1 - fake).mean()
     return -fake.mean()
 
 
@@ -117,11 +121,18 @@ class AdversarialObjective(TrainingObjective):
 
     `reconstruction`: name -> `{weight, loss}` (any loss config; each logged as
     `train/recon/<name>`). `discriminators`: name -> discriminator config
-    (`audio_superres.models.discriminators`); their losses are summed. `gan_loss`: `lsgan` or
-    `hinge`. `warmup_steps`: generator steps trained on reconstruction alone before the
-    discriminators start (they are neither run nor stepped before). `disc_optimizer` and
-    `disc_scheduler`: the discriminators' `_partial_` optimiser and scheduler configs (the
-    generator's are the run's `optimizer` and `scheduler`).
+    (`audio_superres.models.discriminators`; null drops one an inherited config has) with an
+    optional `weight` (default 1) that scales
+    that discriminator's GAN term, its feature-matching term and its own discriminator loss
+    (AP-BWE: 0.1 for its amplitude and phase discriminators, 1 for the multi-period one); the
+    weighted terms are summed, then `gan_weight` and `feature_matching_weight` scale the sums.
+    `gan_loss`: `lsgan`, `hinge` (MelGAN) or `hinge_margin` (AP-BWE). `warmup_steps`: generator
+    steps trained on reconstruction alone before the discriminators start (they are neither run
+    nor stepped before). `disc_optimizer` and `disc_scheduler`: the discriminators' `_partial_`
+    optimiser and scheduler configs (the generator's are the run's `optimizer` and `scheduler`).
+    `gradient_clip_val`: the gradient-norm clip of both sides under this objective (null: the
+    trainer's `gradient_clip_val`, if any); `clip_each_discriminator`: clip every discriminator's
+    gradient norm on its own (AP-BWE) rather than all discriminators' together.
     """
 
     manual_optimization = True
@@ -137,11 +148,13 @@ class AdversarialObjective(TrainingObjective):
         feature_matching_weight: float = 2.0,
         warmup_steps: int = 0,
         generator_spectrum: bool = False,
+        gradient_clip_val: float | None = None,
+        clip_each_discriminator: bool = False,
     ) -> None:
         super().__init__(generator_spectrum)
         if gan_loss not in GAN_LOSSES:
             raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {gan_loss!r}")
-        if not discriminators:
+        if not any(cfg is not None for cfg in (discriminators or {}).values()):
             raise ValueError("the adversarial objective needs at least one discriminator")
         if int(warmup_steps) < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
@@ -149,6 +162,10 @@ class AdversarialObjective(TrainingObjective):
         self.gan_weight = float(gan_weight)
         self.feature_matching_weight = float(feature_matching_weight)
         self.warmup_steps = int(warmup_steps)
+        if gradient_clip_val is not None and not float(gradient_clip_val) > 0:
+            raise ValueError(f"gradient_clip_val must be > 0 or null, got {gradient_clip_val}")
+        self.gradient_clip_val = None if gradient_clip_val is None else float(gradient_clip_val)
+        self.clip_each_discriminator = bool(clip_each_discriminator)
         self.weights: dict[str, float] = {}
         losses = {}
         for name, term in reconstruction.items():
@@ -157,12 +174,20 @@ class AdversarialObjective(TrainingObjective):
             losses[name] = instantiate_trusted(dict(loss_cfg), where)
         self.losses = nn.ModuleDict(losses)
         self.check_generator_spectrum()
-        self.discriminators = nn.ModuleDict(
-            {
-                name: instantiate_trusted(dict(cfg), f"objective.discriminators.{name}")
-                for name, cfg in discriminators.items()
-            }
-        )
+        self.discriminator_weights: dict[str, float] = {}
+        built = {}
+        for name, cfg in discriminators.items():
+            if cfg is None:  # `name: null` drops a discriminator an inherited config has
+                continue
+            cfg = dict(cfg)
+            weight = float(cfg.pop("weight", 1.0))
+            if not weight >= 0:
+                raise ValueError(
+                    f"objective.discriminators.{name}.weight must be >= 0, got {weight}"
+                )
+            self.discriminator_weights[name] = weight
+            built[name] = instantiate_trusted(cfg, f"objective.discriminators.{name}")
+        self.discriminators = nn.ModuleDict(built)
         self.disc_optimizer = dict(disc_optimizer)
         self.disc_scheduler = dict(disc_scheduler or {})
 
@@ -184,20 +209,42 @@ class AdversarialObjective(TrainingObjective):
         """Every sub-discriminator's `(score, features)` on `x`."""
         return [out for d in self.discriminators.values() for out in d(x)]
 
-    def discriminator_loss(self, real: Tensor, fake: Tensor) -> Tensor:
-        """The discriminators' loss; `fake` must come detached from the generator."""
+    def discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The discriminators' loss, each discriminator's scaled by its weight, and each one's
+        unweighted loss (detached, for logging); `fake` must come detached from the generator."""
         loss = real.new_zeros((), dtype=torch.float32)
-        for (r, _), (f, _) in zip(self.discriminate(real), self.discriminate(fake), strict=True):
-            loss = loss + gan_discriminator_loss(self.gan_loss, r, f)
-        return loss
+        parts = {}
+        for name, disc in self.discriminators.items():
+            weight = self.discriminator_weights[name]
+            part = real.new_zeros((), dtype=torch.float32)
+            for (r, _), (f, _) in zip(disc(real), disc(fake), strict=True):
+                term = gan_discriminator_loss(self.gan_loss, r, f)
+                loss = loss + weight * term  # one running sum: weight 1 leaves it bit-for-bit
+                part = part + term.detach()
+            parts[name] = part
+        return loss, parts
 
-    def adversarial(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
-        """The generator's GAN and feature-matching losses (unweighted)."""
+    def adversarial(
+        self, real: Tensor, fake: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, tuple[Tensor, Tensor]]]:
+        """The generator's GAN and feature-matching losses, each discriminator's scaled by its
+        weight (before `gan_weight` / `feature_matching_weight`), and each discriminator's
+        unweighted `(gan, fm)` (detached, for logging)."""
         gan = real.new_zeros((), dtype=torch.float32)
         fm = real.new_zeros((), dtype=torch.float32)
-        with torch.no_grad():
-            real_out = self.discriminate(real)
-        for (_, r_feats), (f, f_feats) in zip(real_out, self.discriminate(fake), strict=True):
-            gan = gan + gan_generator_loss(self.gan_loss, f)
-            fm = fm + feature_matching_loss(r_feats, f_feats)
-        return gan, fm
+        parts = {}
+        for name, disc in self.discriminators.items():
+            weight = self.discriminator_weights[name]
+            with torch.no_grad():
+                real_out = disc(real)
+            part_gan = real.new_zeros((), dtype=torch.float32)
+            part_fm = real.new_zeros((), dtype=torch.float32)
+            for (_, r_feats), (f, f_feats) in zip(real_out, disc(fake), strict=True):
+                g = gan_generator_loss(self.gan_loss, f)
+                m = feature_matching_loss(r_feats, f_feats)
+                gan = gan + weight * g
+                fm = fm + weight * m
+                part_gan = part_gan + g.detach()
+                part_fm = part_fm + m.detach()
+            parts[name] = (part_gan, part_fm)
+        return gan, fm, parts

@@ -5,6 +5,13 @@ per sub-discriminator: `score` the per-patch logits flattened to `(B, N)`, `feat
 activations of each hidden layer (for the feature-matching loss). Written from the papers:
 HiFi-GAN's multi-period discriminator (Kong et al. 2020) and a multi-resolution spectrogram
 discriminator in amplitude or phase (UnivNet, Jang et al. 2021; AP-BWE, Lu et al. 2024).
+
+AP-BWE's own discriminators differ from HiFi-GAN's and UnivNet's in details that each have an
+option here (defaults: the HiFi-GAN/UnivNet forms): its period discriminators leave the first
+layer's activation out of the feature-matching features (`skip_features=1`); its amplitude and
+phase discriminators (MRAD, MRPD) look at the linear amplitude (`amplitude: linear`) and the phase
+of a rectangular-window STFT (`window: rectangular`) through a conv stack strided in time and
+frequency (`stack: apbwe`: Vocos's resolution discriminator, 5 convs + output).
 """
 
 from __future__ import annotations
@@ -20,20 +27,34 @@ DiscriminatorOutput = list[tuple[Tensor, list[Tensor]]]
 LEAK = 0.1
 
 
-def conv_stack(layers: nn.ModuleList, out: nn.Module, h: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """Hidden convs with LeakyReLU, then the output conv: `(score (B, N), every activation)`."""
+def conv_stack(
+    layers: nn.ModuleList, out: nn.Module, h: Tensor, skip_features: int = 0
+) -> tuple[Tensor, list[Tensor]]:
+    """Hidden convs with LeakyReLU, then the output conv: `(score (B, N), activations)`, every
+    activation but those of the first `skip_features` hidden layers."""
     features = []
-    for layer in layers:
+    for i, layer in enumerate(layers):
         h = F.leaky_relu(layer(h), LEAK)
-        features.append(h)
+        if i >= skip_features:
+            features.append(h)
     h = out(h)
     features.append(h)
     return h.flatten(1), features
 
 
+def check_skip_features(skip_features: int, n_layers: int) -> int:
+    if not 0 <= int(skip_features) <= n_layers:
+        raise ValueError(f"skip_features must be in [0, {n_layers}], got {skip_features}")
+    return int(skip_features)
+
+
 class PeriodDiscriminator(nn.Module):
     """Samples `period` apart as the rows of a 2-D image: conv kernels `(k, 1)` see one phase
-    of the period at a time, so periodic structure (harmonics) is judged directly."""
+    of the period at a time, so periodic structure (harmonics) is judged directly.
+
+    `skip_features`: hidden layers, from the first, whose activations are not features (HiFi-GAN
+    0; AP-BWE 1, its first layer is left out of feature matching).
+    """
 
     def __init__(
         self,
@@ -41,6 +62,7 @@ class PeriodDiscriminator(nn.Module):
         channels: Sequence[int] = (32, 128, 512, 1024, 1024),
         kernel_size: int = 5,
         stride: int = 3,
+        skip_features: int = 0,
     ) -> None:
         super().__init__()
         if period < 1:
@@ -57,6 +79,7 @@ class PeriodDiscriminator(nn.Module):
             c_in = c_out
         self.layers = nn.ModuleList(layers)
         self.out = weight_norm(nn.Conv2d(c_in, 1, (3, 1), 1, padding=(1, 0)))
+        self.skip_features = check_skip_features(skip_features, len(layers))
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         b, t = x.shape
@@ -66,7 +89,7 @@ class PeriodDiscriminator(nn.Module):
                 1
             )
         h = x.reshape(b, 1, -1, self.period)
-        return conv_stack(self.layers, self.out, h)
+        return conv_stack(self.layers, self.out, h, self.skip_features)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -79,10 +102,11 @@ class MultiPeriodDiscriminator(nn.Module):
         channels: Sequence[int] = (32, 128, 512, 1024, 1024),
         kernel_size: int = 5,
         stride: int = 3,
+        skip_features: int = 0,
     ) -> None:
         super().__init__()
         self.discriminators = nn.ModuleList(
-            PeriodDiscriminator(p, channels, kernel_size, stride) for p in periods
+            PeriodDiscriminator(p, channels, kernel_size, stride, skip_features) for p in periods
         )
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
@@ -90,13 +114,34 @@ class MultiPeriodDiscriminator(nn.Module):
 
 
 SPECTRUM_KINDS = ("amplitude", "phase")
+AMPLITUDES = ("log", "linear")
+WINDOWS = ("hann", "rectangular")
+STACKS = ("univnet", "apbwe")
+# AP-BWE's (Vocos's) stack, written for this module's (frames, bins) layout: per conv
+# (kernel, stride, padding) as (time, frequency); its paper states them as (frequency, time)
+APBWE_STACK = (
+    ((5, 7), (2, 2), (2, 3)),
+    ((3, 5), (1, 2), (1, 2)),
+    ((3, 5), (2, 2), (1, 2)),
+    ((3, 3), (1, 2), (1, 1)),
+    ((3, 3), (2, 2), (1, 1)),
+)
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
 
 
 class SpectrogramDiscriminator(nn.Module):
-    """A 2-D conv net over one STFT resolution: its log amplitude, or its (wrapped) phase.
+    """A 2-D conv net over one STFT resolution: its amplitude, or its (wrapped) phase.
 
-    The frequency axis is strided down, time keeps its resolution. The STFT is taken in float32
-    outside autocast.
+    `amplitude`: `log` (UnivNet-style, floored at 1e-5) or `linear` (AP-BWE's MRAD). `window`:
+    `hann` or `rectangular` (AP-BWE's MRAD and MRPD). `stack`: `univnet` (the frequency axis
+    strided down `n_strided` times, time keeps its resolution, kernels (3, 9)) or `apbwe` (five
+    convs strided by 2 in frequency each and in time every other one, kernels 7x5, 5x3, 5x3, 3x3,
+    3x3: AP-BWE's MRAD/MRPD, from Vocos). The STFT is taken in float32 outside autocast.
     """
 
     def __init__(
@@ -107,28 +152,39 @@ class SpectrogramDiscriminator(nn.Module):
         kind: str = "amplitude",
         channels: int = 32,
         n_strided: int = 3,
+        amplitude: str = "log",
+        window: str = "hann",
+        stack: str = "univnet",
     ) -> None:
         super().__init__()
-        if kind not in SPECTRUM_KINDS:
-            raise ValueError(f"kind must be one of {SPECTRUM_KINDS}, got {kind!r}")
+        self.kind = check_choice("kind", kind, SPECTRUM_KINDS)
+        self.amplitude = check_choice("amplitude", amplitude, AMPLITUDES)
+        check_choice("window", window, WINDOWS)
+        check_choice("stack", stack, STACKS)
         if not 0 < hop_length <= win_length <= n_fft:
             raise ValueError(
                 f"need 0 < hop <= win_length <= n_fft, got {hop_length, win_length, n_fft}"
             )
         self.n_fft, self.hop_length, self.win_length = int(n_fft), int(hop_length), int(win_length)
-        self.kind = kind
-        self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
-        convs = [weight_norm(nn.Conv2d(1, channels, (3, 9), padding=(1, 4)))]
-        convs += [
-            weight_norm(nn.Conv2d(channels, channels, (3, 9), stride=(1, 2), padding=(1, 4)))
-            for _ in range(n_strided)
-        ]
-        convs.append(weight_norm(nn.Conv2d(channels, channels, (3, 3), padding=(1, 1))))
+        make_window = torch.hann_window if window == "hann" else torch.ones
+        self.register_buffer("window", make_window(self.win_length), persistent=False)
+        if stack == "univnet":
+            convs = [weight_norm(nn.Conv2d(1, channels, (3, 9), padding=(1, 4)))]
+            convs += [
+                weight_norm(nn.Conv2d(channels, channels, (3, 9), stride=(1, 2), padding=(1, 4)))
+                for _ in range(n_strided)
+            ]
+            convs.append(weight_norm(nn.Conv2d(channels, channels, (3, 3), padding=(1, 1))))
+        else:
+            convs = [
+                weight_norm(nn.Conv2d(1 if i == 0 else channels, channels, k, s, p))
+                for i, (k, s, p) in enumerate(APBWE_STACK)
+            ]
         self.layers = nn.ModuleList(convs)
         self.out = weight_norm(nn.Conv2d(channels, 1, (3, 3), padding=(1, 1)))
 
     def spectrum(self, x: Tensor) -> Tensor:
-        """`(B, T)` -> `(B, 1, frames, bins)`: log amplitude or phase in radians."""
+        """`(B, T)` -> `(B, 1, frames, bins)`: amplitude (log or linear) or phase in radians."""
         device_type = x.device.type
         with torch.autocast(device_type, enabled=False):
             x = x.float()
@@ -145,7 +201,9 @@ class SpectrogramDiscriminator(nn.Module):
                 return_complex=True,
             )
             if self.kind == "amplitude":
-                feat = torch.log(spec.abs().clamp(min=1e-5))
+                feat = spec.abs()
+                if self.amplitude == "log":
+                    feat = torch.log(feat.clamp(min=1e-5))
             else:
                 # atan2's gradient is undefined at 0; a tiny offset keeps it finite
                 feat = torch.atan2(spec.imag, spec.real + 1e-9)
@@ -158,7 +216,8 @@ class SpectrogramDiscriminator(nn.Module):
 
 class MultiResolutionSpectrogramDiscriminator(nn.Module):
     """A `SpectrogramDiscriminator` per (resolution, kind): several time-frequency trade-offs,
-    in amplitude and, with `kinds: [amplitude, phase]`, in phase as AP-BWE does."""
+    in amplitude and, with `kinds: [amplitude, phase]`, in phase as AP-BWE does (AP-BWE's MRAD
+    and MRPD: `amplitude: linear`, `window: rectangular`, `stack: apbwe`, one per kind)."""
 
     def __init__(
         self,
@@ -167,6 +226,9 @@ class MultiResolutionSpectrogramDiscriminator(nn.Module):
         win_lengths: Sequence[int] = (512, 1024, 2048),
         kinds: Sequence[str] = ("amplitude",),
         channels: int = 32,
+        amplitude: str = "log",
+        window: str = "hann",
+        stack: str = "univnet",
     ) -> None:
         super().__init__()
         fft_sizes, hop_sizes, win_lengths = list(fft_sizes), list(hop_sizes), list(win_lengths)
@@ -178,7 +240,9 @@ class MultiResolutionSpectrogramDiscriminator(nn.Module):
         if not kinds:
             raise ValueError(f"kinds must name at least one of {SPECTRUM_KINDS}")
         self.discriminators = nn.ModuleList(
-            SpectrogramDiscriminator(n, h, w, kind, channels)
+            SpectrogramDiscriminator(
+                n, h, w, kind, channels, amplitude=amplitude, window=window, stack=stack
+            )
             for kind in kinds
             for n, h, w in zip(fft_sizes, hop_sizes, win_lengths, strict=True)
         )

@@ -79,10 +79,18 @@ def initialize_generator(module: SuperResolutionModule, ref: str) -> str:
 
 def clip_under_manual_optimization(cfg: DictConfig, module: SuperResolutionModule) -> None:
     """Lightning clips gradients only under automatic optimisation: an adversarial module
-    clips its two optimisers itself, with the trainer's `gradient_clip_*` settings."""
+    clips its two optimisers itself, with the trainer's `gradient_clip_*` settings, or its
+    objective's `gradient_clip_val` (already on the module); both set and different is an
+    error rather than a silent choice."""
     clip = cfg.trainer.get("gradient_clip_val")
     if module.automatic_optimization or not clip:
         return
+    own = getattr(module.objective, "gradient_clip_val", None)
+    if own is not None and float(own) != float(clip):
+        raise ConfigError(
+            f"trainer.gradient_clip_val={clip} and objective.gradient_clip_val={own} differ: "
+            "set one (objective.gradient_clip_val=... under an adversarial objective)"
+        )
     module.gradient_clip_val = float(clip)
     module.gradient_clip_algorithm = cfg.trainer.get("gradient_clip_algorithm") or "norm"
     with open_dict(cfg):
@@ -281,15 +289,11 @@ def train(cfg: DictConfig) -> float:
     if precision.name in PRECISIONS:  # validation and test in the arithmetic of training
         module.inference = replace(module.inference, precision=precision.name)
     with config_errors("trainer"):
-        trainer: L.Trainer = instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers or False
-        )
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
-        logger.log_hyperparams(
-            {"config": resolved, "seed": cfg.seed, "versions": versions}
-        )
+        logger.log_hyperparams({"config": resolved, "seed": cfg.seed, "versions": versions})
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if ckpt_path is not None:
