@@ -14,14 +14,13 @@ import soundfile as sf
 import torch
 from hydra.errors import InstantiationException
 
-from audio_superres.checkpoint import load_checkpoint
+from audio_superres.checkpoint import generator_state_dict, load_checkpoint
 from audio_superres.errors import ConfigError
 from audio_superres.losses import APBWELoss, MelLoss
 from audio_superres.models.discriminators import (
     MultiPeriodDiscriminator,
     MultiResolutionSpectrogramDiscriminator,
 )
-from audio_superres.module import generator_state_dict
 from audio_superres.objectives import (
     AdversarialObjective,
     RegressionObjective,

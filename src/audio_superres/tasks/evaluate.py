@@ -19,9 +19,10 @@ from audio_superres.checkpoint import (
 )
 from audio_superres.dsp.lowpass import check_sample_rate
 from audio_superres.errors import ConfigError, DataError, config_errors
-from audio_superres.module import SuperResolutionModule, module_from_checkpoint
+from audio_superres.module import SuperResolutionModule
 from audio_superres.report.page import evaluation_page
 from audio_superres.report.results import format_table, write_results
+from audio_superres.resolver import SuperResolver
 from audio_superres.runs import (
     apply_extras,
     finish_wandb,
@@ -127,12 +128,19 @@ def build_for_evaluation(
         )
 
     lowpass = _plain(cfg.get("lowpass")) or hp.get("lowpass") or "chebyshev"
-    settings = {"ratio": ratio, "sample_rate": sample_rate, "lowpass": lowpass,
-                "n_log_examples": cfg.get("n_examples", 3)}
-    if ckpt is not None:  # the generator only: discriminators and optimisers are training state
-        module = module_from_checkpoint(ckpt, where=str(ckpt_path), **settings)
+    settings = {"lowpass": lowpass, "n_log_examples": cfg.get("n_examples", 3)}
+    if ckpt is not None:
+        # the generator only (discriminators and optimisers are training state), built the one
+        # way a checkpoint's generator is: by SuperResolver. Its device is unused here: the
+        # trainer places the module (device=)
+        resolver = SuperResolver.from_loaded(
+            ckpt, str(ckpt_path), ratio=ratio, sample_rate=sample_rate, device="cpu"
+        )
+        module = SuperResolutionModule.from_resolver(resolver, **settings)
     else:
-        module = SuperResolutionModule(model=model_cfg, **settings)
+        module = SuperResolutionModule(
+            model=model_cfg, ratio=ratio, sample_rate=sample_rate, **settings
+        )
 
     data_cfg = _plain(cfg.get("data"))
     from_checkpoint = data_cfg is None and hp.get("data_config") is not None
