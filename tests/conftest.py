@@ -54,6 +54,40 @@ def write_corpus(
     return root
 
 
+# the tiny U-Net of the checkpoint tests (r = 4, 16 kHz)
+TINY_UNET = {
+    "_target_": "audio_superres.models.AudioUNet",
+    "ratio": 4,
+    "filters": [8, 8],
+    "kernels": [9, 9],
+    "bottleneck_filters": 8,
+}
+
+
+def write_tiny_checkpoint(
+    path: Path, lowpass: str = "chebyshev", final_std: float | None = None, **extra: object
+) -> Path:
+    """An untrained `TINY_UNET` checkpoint as Lightning writes it (state_dict + hyper_parameters),
+    seeded: the same weights every time. `final_std`: its last conv re-drawn with that std, so
+    that the net, not its upsampled input, shapes the output; `extra`: more top-level entries
+    (e.g. global_step)."""
+    from audio_superres.module import SuperResolutionModule  # Lightning: only when asked for
+
+    torch.manual_seed(0)
+    module = SuperResolutionModule(model=TINY_UNET, ratio=4, sample_rate=16000, lowpass=lowpass)
+    if final_std is not None:
+        torch.nn.init.normal_(module.model.final.weight, std=final_std)
+    state = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    torch.save({**state, **extra}, path)
+    return path
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path: Path) -> Path:
+    """An untrained tiny U-Net checkpoint (`write_tiny_checkpoint`)."""
+    return write_tiny_checkpoint(tmp_path / "model.ckpt")
+
+
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> Path:
     """3 speakers x 2 utterances of 1.5 s at 16 kHz; spk2 is the one to hold out."""

@@ -159,20 +159,6 @@ def test_training_peak_times_forward_and_both_backward_passes() -> None:
     assert not x.requires_grad  # the caller's tensor is left alone
 
 
-@pytest.fixture
-def tiny_ckpt(tmp_path: Path) -> Path:
-    """An untrained checkpoint as Lightning writes it (state_dict + hyper_parameters)."""
-    from audio_superres.module import SuperResolutionModule
-
-    torch.manual_seed(0)
-    model = {"_target_": "audio_superres.models.AudioUNet", "ratio": 4, "filters": [8, 8],
-             "kernels": [9, 9], "bottleneck_filters": 8}
-    module = SuperResolutionModule(model=model, ratio=4, sample_rate=16000)
-    path = tmp_path / "model.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-    return path
-
-
 def test_stream_and_seams_sections(tiny_corpus: Path, tiny_ckpt: Path, capsys) -> None:
     files = sorted(str(f) for f in tiny_corpus.rglob("*.wav"))[:2]
     args = ["stream", "seams", "--quick", "--device", "cpu", "--ckpt", str(tiny_ckpt),

@@ -11,10 +11,8 @@ import torch
 
 from audio_superres.cli import main
 
-from .conftest import REPO, voiced_signal
-from .test_resolver import MODEL, ckpt  # noqa: F401 - the fixture
-
-assert MODEL
+from .conftest import REPO, TINY_UNET, voiced_signal
+from .test_resolver import ckpt  # noqa: F401 - the fixture
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -92,7 +90,7 @@ def test_models_and_info(ckpt):  # noqa: F811
 def _unet() -> torch.nn.Module:
     from audio_superres.models import AudioUNet
 
-    return AudioUNet(**{k: v for k, v in MODEL.items() if k != "_target_"})
+    return AudioUNet(**{k: v for k, v in TINY_UNET.items() if k != "_target_"})
 
 
 def test_errors_are_one_line_naming_the_file(ckpt, tmp_path):  # noqa: F811

@@ -151,6 +151,26 @@ def test_upsample_imports_no_other_task() -> None:
     assert tasks == set()
 
 
+def test_evaluate_imports_no_other_task() -> None:
+    """evaluate.py's task uses its own parts (mismatch, robustness, perceptual: shared with
+    train.py's test) and builds a checkpoint's model through `SuperResolver`: it imports neither
+    of the other scripts' tasks (issue 21)."""
+    imported = import_graph()[f"{PACKAGE}.tasks.evaluate"]
+    assert not {f"{PACKAGE}.tasks.train", f"{PACKAGE}.tasks.upsample"} & imported
+    assert f"{PACKAGE}.resolver" in imported
+
+
+def test_only_the_resolver_rebuilds_a_generator_from_a_checkpoint() -> None:
+    """One way to get a generator from a checkpoint: `SuperResolver` (evaluate.py, upsample.py,
+    the command, the benchmarks; issue 21). Nothing else takes the generator's weights out of a
+    checkpoint's state_dict."""
+    users = {
+        name for name, path in module_files().items()
+        if "generator_state_dict" in path.read_text()
+    }  # fmt: skip
+    assert users == {f"{PACKAGE}.checkpoint", f"{PACKAGE}.resolver"}
+
+
 def write_package(root: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
         path = root / PACKAGE / rel

@@ -16,7 +16,7 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from audio_superres.checkpoint import load_checkpoint
+from audio_superres.checkpoint import generator_state_dict, load_checkpoint
 from audio_superres.dsp.lowpass import as_lowpass_spec
 from audio_superres.errors import ConfigError
 from audio_superres.losses import APBWELoss, MelLoss
@@ -25,7 +25,6 @@ from audio_superres.models.discriminators import (
     MultiResolutionSpectrogramDiscriminator,
     SpectrogramDiscriminator,
 )
-from audio_superres.module import generator_state_dict
 from audio_superres.objectives import (
     AdversarialObjective,
     RegressionObjective,

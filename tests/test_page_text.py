@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audio_superres.dsp.lowpass import LowpassSpec, describe_lowpass
-from audio_superres.module import lowpass_to_dict
+from audio_superres.dsp.lowpass import LowpassSpec, describe_lowpass, lowpass_to_dict
 from audio_superres.report.page import evaluation_meta, evaluation_page, speaker_note
 
 from .conftest import voiced_signal

@@ -24,26 +24,17 @@ from audio_superres.inference import InferenceSettings
 from audio_superres.module import SuperResolutionModule
 from audio_superres.tasks.train import initialize_generator
 
-from .conftest import REPO, voiced_signal
+from .conftest import REPO, TINY_UNET, voiced_signal, write_tiny_checkpoint
 
-MODEL = {
-    "_target_": "audio_superres.models.AudioUNet",
-    "ratio": 4,
-    "filters": [8, 8],
-    "kernels": [9, 9],
-    "bottleneck_filters": 8,
-}
+MODEL = TINY_UNET
 SMALL = InferenceSettings(chunk=1024, overlap=256, batch_size=4, precision="32")
 
 
-def write_ckpt(path: Path, seed: int = 0, **module_kw) -> Path:
-    """A checkpoint as Lightning writes it, with weights drawn from `seed`, inside a run folder
-    (`RUN/checkpoints/`, with the run's `.hydra/overrides.yaml` and a log)."""
-    torch.manual_seed(seed)
-    module = SuperResolutionModule(model=MODEL, ratio=4, sample_rate=16000, **module_kw)
+def write_ckpt(path: Path) -> Path:
+    """A tiny checkpoint (`conftest.write_tiny_checkpoint`) inside a run folder
+    (`RUN/checkpoints/`, with the run's `.hydra/overrides.yaml` and a timestamped log)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
-    torch.save({**state, "global_step": 11}, path)
+    write_tiny_checkpoint(path, final_std=0.05, global_step=11)
     hydra = path.parent.parent / ".hydra"
     hydra.mkdir(exist_ok=True)
     (hydra / "overrides.yaml").write_text("- experiment=demo\n- seed=3\n")

@@ -17,30 +17,17 @@ from audio_superres import SuperResolver
 from audio_superres.checkpoint import CheckpointError
 from audio_superres.errors import ConfigError, UserFacingError
 from audio_superres.inference import InferenceSettings
-from audio_superres.module import SuperResolutionModule
 from audio_superres.tasks.upsample import upsample
 
-from .conftest import REPO, voiced_signal
+from .conftest import REPO, voiced_signal, write_tiny_checkpoint
 
-MODEL = {
-    "_target_": "audio_superres.models.AudioUNet",
-    "ratio": 4,
-    "filters": [8, 8],
-    "kernels": [9, 9],
-    "bottleneck_filters": 8,
-}
 SMALL = InferenceSettings(chunk=1024, overlap=256, batch_size=4, precision="32")
 
 
 @pytest.fixture
 def ckpt(tmp_path: Path) -> Path:
     """A checkpoint as Lightning writes it (state_dict + hyper_parameters), untrained."""
-    torch.manual_seed(0)
-    module = SuperResolutionModule(model=MODEL, ratio=4, sample_rate=16000)
-    path = tmp_path / "model.ckpt"
-    state = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
-    torch.save({**state, "global_step": 7}, path)
-    return path
+    return write_tiny_checkpoint(tmp_path / "model.ckpt", global_step=7)
 
 
 def resolver(ckpt: Path, **kw) -> SuperResolver:
@@ -159,3 +146,41 @@ def test_refusals_are_one_line_user_errors(ckpt, tmp_path):
         src = tmp_path / "a.wav"
         sf.write(src, np.zeros(400, dtype=np.float32), 4000, subtype="FLOAT")
         resolver(ckpt).sr_file(src, src)
+
+
+def test_evaluate_builds_the_checkpoints_generator_through_the_resolver(ckpt, tmp_path):
+    """evaluate.py's module holds the generator `SuperResolver` built (issue 21: one way to get a
+    generator from a checkpoint), with evaluate's own lowpass= and the stored model config."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from audio_superres.module import SuperResolutionModule
+    from audio_superres.tasks.evaluate import build_for_evaluation
+
+    from .conftest import CONF_DIR
+
+    r = resolver(ckpt)
+    module = SuperResolutionModule.from_resolver(r, n_log_examples=1)
+    stored = torch.load(ckpt, weights_only=True)["hyper_parameters"]
+    assert module.model is r.model and (module.ratio, module.sample_rate) == (4, 16000)
+    assert module.hparams["model"] == r.model_config == stored["model"]
+    assert module.hparams["lowpass"] == r.training_lowpass == stored["lowpass"]
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        overrides = [f"ckpt_path={ckpt}", "data=folder", f"data.root={tmp_path}",
+                     "lowpass=butterworth"]  # fmt: skip
+        cfg = compose("evaluate", overrides=overrides)
+    evaluated, _, _ = build_for_evaluation(cfg)
+    assert evaluated.lowpass.kind == "butterworth" and evaluated.hparams["model"] == stored["model"]
+    weights = evaluated.model.state_dict()
+    assert weights.keys() == r.model.state_dict().keys()
+    for k, v in r.model.state_dict().items():
+        assert torch.equal(weights[k], v)
+
+    bare = SuperResolver(
+        model=r.model, ratio=4, sample_rate=16000, training_lowpass=r.training_lowpass,
+        device="cpu",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="no model config"):
+        SuperResolutionModule.from_resolver(bare)

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 from audio_superres.errors import ConfigError
@@ -52,20 +50,6 @@ def test_a_bad_grid_is_one_line_naming_the_setting() -> None:
     with pytest.raises(ConfigError, match="unknown lowpass kind"):
         grid_conditions({"families": ["chebychev"], "orders": [3], "cutoffs": [1.0],
                          "zero_phase": [True]})
-
-
-@pytest.fixture
-def tiny_ckpt(tmp_path: Path) -> Path:
-    """An untrained tiny U-Net checkpoint as Lightning writes it."""
-    from audio_superres.module import SuperResolutionModule
-
-    torch.manual_seed(0)
-    model = {"_target_": "audio_superres.models.AudioUNet", "ratio": 4, "filters": [8, 8],
-             "kernels": [9, 9], "bottleneck_filters": 8}
-    module = SuperResolutionModule(model=model, ratio=4, sample_rate=16000)
-    path = tmp_path / "model.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-    return path
 
 
 @pytest.mark.slow

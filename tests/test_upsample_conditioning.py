@@ -15,22 +15,16 @@ from scipy import signal
 
 from audio_superres.dsp.lowpass import make_lowres
 from audio_superres.errors import ConfigError
-from audio_superres.module import SuperResolutionModule
 from audio_superres.tasks.upsample import Upsampler, upsample
 
-from .conftest import voiced_signal
-from .test_upsampling import MODEL, cfg
+from .conftest import voiced_signal, write_tiny_checkpoint
+from .test_upsampling import cfg
 
 
 @pytest.fixture
 def ckpt(tmp_path: Path) -> Path:
     """An untrained checkpoint (Chebyshev training filter), its net shaping the output."""
-    torch.manual_seed(0)
-    module = SuperResolutionModule(model=MODEL, ratio=4, sample_rate=16000)
-    torch.nn.init.normal_(module.model.final.weight, std=0.3)
-    path = tmp_path / "model.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-    return path
+    return write_tiny_checkpoint(tmp_path / "model.ckpt", final_std=0.3)
 
 
 @pytest.fixture

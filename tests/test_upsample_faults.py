@@ -27,7 +27,7 @@ from audio_superres.module import SuperResolutionModule
 from audio_superres.tasks.upsample import upsample
 
 from .conftest import REPO, voiced_signal
-from .test_upsampling import MODEL
+from .conftest import TINY_UNET as MODEL
 
 LR = 4000  # the test checkpoint's low-res rate (16 kHz / 4)
 

@@ -14,29 +14,16 @@ import torch
 from omegaconf import OmegaConf
 
 from audio_superres.checkpoint import CheckpointError
-from audio_superres.module import SuperResolutionModule
 from audio_superres.tasks.upsample import Upsampler, upsample
 
 from .browser import check_media
-from .conftest import REPO, voiced_signal
-
-MODEL = {
-    "_target_": "audio_superres.models.AudioUNet",
-    "ratio": 4,
-    "filters": [8, 8],
-    "kernels": [9, 9],
-    "bottleneck_filters": 8,
-}
+from .conftest import REPO, voiced_signal, write_tiny_checkpoint
 
 
 @pytest.fixture
 def ckpt(tmp_path: Path) -> Path:
     """A checkpoint as Lightning writes it (state_dict + hyper_parameters), untrained."""
-    torch.manual_seed(0)
-    module = SuperResolutionModule(model=MODEL, ratio=4, sample_rate=16000)
-    path = tmp_path / "model.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-    return path
+    return write_tiny_checkpoint(tmp_path / "model.ckpt")
 
 
 def test_upsample_directory_tree_with_report(ckpt, tmp_path):
@@ -166,12 +153,7 @@ def test_cli_errors_are_one_line_naming_the_file(ckpt, tmp_path):
 @pytest.fixture
 def random_ckpt(tmp_path: Path) -> Path:
     """A checkpoint trained with lowpass=random (a distribution of filters, not one filter)."""
-    torch.manual_seed(0)
-    module = SuperResolutionModule(model=MODEL, ratio=4, sample_rate=16000, lowpass="random")
-    torch.nn.init.normal_(module.model.final.weight, std=0.3)  # the net shapes the output
-    path = tmp_path / "random.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-    return path
+    return write_tiny_checkpoint(tmp_path / "random.ckpt", lowpass="random", final_std=0.3)
 
 
 @pytest.mark.parametrize(

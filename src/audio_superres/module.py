@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -11,11 +11,7 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from audio_superres.checkpoint import (
-    check_weights_fit,
-    generator_state_dict,
-    instantiate_trusted,
-)
+from audio_superres.checkpoint import instantiate_trusted
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.dsp.lowpass import (
     LowpassSpec,
@@ -32,6 +28,9 @@ from audio_superres.metrics import METRIC_KEYS, SuperResMetrics, compute_metrics
 from audio_superres.models.base import SuperResModel
 from audio_superres.objectives import AdversarialObjective, TrainingObjective
 
+if TYPE_CHECKING:
+    from audio_superres.resolver import SuperResolver
+
 DEFAULT_OBJECTIVE = {
     "_target_": "audio_superres.objectives.RegressionObjective",
     "loss": {"_target_": "audio_superres.losses.RMSELoss"},
@@ -45,36 +44,6 @@ DEFAULT_OPTIMIZER = {
     "fused": True,
 }
 SCHEDULER_KEYS = ("interval", "frequency")  # Lightning's, not the scheduler class's
-
-
-def module_from_checkpoint(
-    ckpt: Mapping[str, Any],
-    *,
-    ratio: int | None = None,
-    sample_rate: int | None = None,
-    lowpass: Any = None,
-    where: str = "checkpoint",
-    **kwargs: Any,
-) -> SuperResolutionModule:
-    """The module of a loaded checkpoint (`checkpoint.load_checkpoint`) with its generator's
-    weights only: the one way evaluate, upsample and the benchmarks rebuild a trained model.
-
-    `ratio`, `sample_rate` and `lowpass` default to the stored ones (callers settle overrides
-    first); `kwargs` go to `SuperResolutionModule` (e.g. `n_log_examples`). Weights that do not
-    fit the stored model config are a CheckpointError naming `where` (the checkpoint's path).
-    """
-    hp = ckpt["hyper_parameters"]
-    module = SuperResolutionModule(
-        model=hp["model"],
-        ratio=int(ratio if ratio is not None else hp["ratio"]),
-        sample_rate=int(sample_rate if sample_rate is not None else hp["sample_rate"]),
-        lowpass=lowpass if lowpass is not None else hp.get("lowpass", "chebyshev"),
-        **kwargs,
-    )
-    weights = generator_state_dict(ckpt["state_dict"])
-    check_weights_fit(weights, module.model.state_dict(), where)
-    module.model.load_state_dict(weights)
-    return module
 
 
 def build_objective(cfg: Mapping[str, Any]) -> TrainingObjective:
@@ -150,8 +119,9 @@ class SuperResolutionModule(L.LightningModule):
     generator `model`, the training `objective` (`conf/objective/`: regression, or adversarial
     with discriminators and manual optimisation), the generator's `optimizer` and `scheduler`
     (`_partial_` torch configs). They are stored resolved in the checkpoint, so `evaluate.py` and
-    `upsample.py` rebuild the generator (only) from the checkpoint alone. Every validation and
-    test reports the model and the cubic baseline on the same inputs.
+    `upsample.py` rebuild the generator (only) from the checkpoint alone, through `SuperResolver`
+    (`from_resolver`). Every validation and test reports the model and the cubic baseline on the
+    same inputs.
 
     Under the adversarial objective `trainer.global_step` counts generator steps only (the
     discriminator's optimiser steps are not counted), so `trainer.max_steps`,
@@ -170,6 +140,7 @@ class SuperResolutionModule(L.LightningModule):
         n_log_examples: int = 3,
         data_config: Mapping[str, Any] | None = None,
         compile: bool | str = False,
+        generator: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.ratio = int(ratio)
@@ -192,7 +163,9 @@ class SuperResolutionModule(L.LightningModule):
                 "data_config": dict(data_config) if data_config else None,
             }
         )
-        built = instantiate_trusted(model, "model")
+        # `generator`: the generator already built from `model` (a checkpoint's, by
+        # `SuperResolver`: `from_resolver`); else a new one from the config
+        built = generator if generator is not None else instantiate_trusted(model, "model")
         if not isinstance(built, SuperResModel):  # the interface chunked inference relies on
             raise ConfigError(
                 f"model: {type(built).__module__}.{type(built).__qualname__} is not a "
@@ -239,6 +212,22 @@ class SuperResolutionModule(L.LightningModule):
         # resumed run continues the stream; validation/test restart from the spec's seed.
         self._train_rng: np.random.Generator | None = None
         self._eval_rng: np.random.Generator | None = None
+
+    @classmethod
+    def from_resolver(cls, resolver: SuperResolver, **kwargs: Any) -> SuperResolutionModule:
+        """The module around a `SuperResolver`'s generator (the one way a checkpoint's generator
+        is rebuilt: its stored config through the allow-list, its weights only), to test it:
+        evaluate.py's metrics and test loop. The model config, ratio and sample rate are the
+        resolver's; `lowpass` defaults to its training filter; `kwargs` go to `__init__` (e.g.
+        `lowpass`, `n_log_examples`). The module holds the resolver's model itself, not a copy."""
+        kwargs.setdefault("lowpass", resolver.training_lowpass)
+        return cls(
+            model=resolver.model_config,
+            ratio=resolver.ratio,
+            sample_rate=resolver.sample_rate,
+            generator=resolver.model,
+            **kwargs,
+        )
 
     # ---- the task -------------------------------------------------------------------------
     def make_inputs(

@@ -1,7 +1,8 @@
 """`SuperResolver`: a trained generator ready to super-resolve audio, without Lightning or Hydra.
 
-The one inference object of the package: `upsample.py` and the `audio-superres` command build
-their model through it, and a Python user calls it directly::
+The one inference object of the package, and the one way a checkpoint's generator is rebuilt:
+`upsample.py`, `evaluate.py` (`SuperResolutionModule.from_resolver`), the `audio-superres` command
+and the benchmarks build their model through it, and a Python user calls it directly::
 
     from audio_superres import SuperResolver
 
@@ -327,6 +328,16 @@ class SuperResolver:
     @property
     def precision(self) -> str:
         return self.settings.precision
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        """The generator's config as its checkpoint stores it (`_target_` and arguments)."""
+        config = self.info.get("model_config")
+        if config is None:
+            raise ValueError(
+                "this SuperResolver holds no model config (it was not built from a checkpoint)"
+            )
+        return dict(config)
 
     @property
     def n_parameters(self) -> int:

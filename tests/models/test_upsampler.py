@@ -18,7 +18,8 @@ from audio_superres.dsp.cubic import CubicUpsample, cubic_upsample
 from audio_superres.dsp.sinc import SincUpsample
 from audio_superres.models import CubicBaseline
 from audio_superres.models.base import UPSAMPLER_CONTEXT, make_upsampler
-from audio_superres.module import SuperResolutionModule, module_from_checkpoint
+from audio_superres.module import SuperResolutionModule
+from audio_superres.resolver import SuperResolver
 
 from ..conftest import CONF_DIR
 
@@ -53,7 +54,7 @@ def test_a_checkpoint_without_the_key_loads_as_cubic_and_behaves_as_before(name:
     assert old.model.upsampler == "cubic" and isinstance(old.model.upsample, CubicUpsample)
     ckpt = {"hyper_parameters": dict(old.hparams), "state_dict": old.state_dict()}
     assert "upsampler" not in ckpt["hyper_parameters"]["model"]
-    loaded = module_from_checkpoint(ckpt).eval()
+    loaded = SuperResolutionModule.from_resolver(SuperResolver.from_loaded(ckpt, "old.ckpt"))
     assert loaded.model.upsampler == "cubic" and isinstance(loaded.model.upsample, CubicUpsample)
     assert loaded.model.context == old.model.context
     lr = 0.1 * torch.randn(2, 1000)

@@ -115,14 +115,11 @@ def load_bench_model(
     """(model, ratio, sample_rate, lowpass): a checkpoint's, or else a conf/model config randomly
     initialised with its last conv scaled to std `final_std`, so the net, not its cubic skip,
     shapes the output (as in tests/test_inference.py)."""
-    from audio_superres.checkpoint import load_checkpoint
+    if ckpt:  # the one way a checkpoint's generator is built
+        from audio_superres.resolver import SuperResolver
 
-    if ckpt:
-        from audio_superres.module import module_from_checkpoint
-
-        state = load_checkpoint(ckpt)
-        module = module_from_checkpoint(state)
-        return module.model, module.ratio, module.sample_rate, state["hyper_parameters"]["lowpass"]
+        resolver = SuperResolver.from_checkpoint(ckpt, device="cpu", precision="32")
+        return resolver.model, resolver.ratio, resolver.sample_rate, resolver.training_lowpass
     from audio_superres.bench.core import RATIO, SAMPLE_RATE, build_model
 
     torch.manual_seed(seed)

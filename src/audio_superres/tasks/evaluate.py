@@ -15,13 +15,13 @@ from audio_superres.checkpoint import (
     check_stored_data,
     instantiate_data,
     instantiate_trusted,
-    load_checkpoint,
 )
 from audio_superres.dsp.lowpass import check_sample_rate
 from audio_superres.errors import ConfigError, DataError, config_errors
-from audio_superres.module import SuperResolutionModule, module_from_checkpoint
+from audio_superres.module import SuperResolutionModule
 from audio_superres.report.page import evaluation_page
 from audio_superres.report.results import format_table, write_results
+from audio_superres.resolver import SuperResolver, load_model
 from audio_superres.runs import (
     apply_extras,
     finish_wandb,
@@ -102,7 +102,8 @@ def build_for_evaluation(
 ) -> tuple[SuperResolutionModule, dict[str, Any], bool]:
     """The module to evaluate, the resolved data config, and whether that config comes from the
     checkpoint (then it is built only from the data allow-list, `checkpoint.instantiate_data`)."""
-    ckpt = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    # a checkpoint, or a bundled model's name / exported card (then data= must be given)
+    ckpt = load_model(cfg.ckpt_path)[0] if cfg.get("ckpt_path") else None
     hp: dict[str, Any] = ckpt["hyper_parameters"] if ckpt else {}
     ckpt_path = cfg.get("ckpt_path")
     ratio = settle_from_checkpoint(cfg, "ratio", hp.get("ratio"), ckpt_path)
@@ -127,12 +128,19 @@ def build_for_evaluation(
         )
 
     lowpass = _plain(cfg.get("lowpass")) or hp.get("lowpass") or "chebyshev"
-    settings = {"ratio": ratio, "sample_rate": sample_rate, "lowpass": lowpass,
-                "n_log_examples": cfg.get("n_examples", 3)}
-    if ckpt is not None:  # the generator only: discriminators and optimisers are training state
-        module = module_from_checkpoint(ckpt, where=str(ckpt_path), **settings)
+    settings = {"lowpass": lowpass, "n_log_examples": cfg.get("n_examples", 3)}
+    if ckpt is not None:
+        # the generator only (discriminators and optimisers are training state), built the one
+        # way a checkpoint's generator is: by SuperResolver. Its device is unused here: the
+        # trainer places the module (device=)
+        resolver = SuperResolver.from_loaded(
+            ckpt, str(ckpt_path), ratio=ratio, sample_rate=sample_rate, device="cpu"
+        )
+        module = SuperResolutionModule.from_resolver(resolver, **settings)
     else:
-        module = SuperResolutionModule(model=model_cfg, **settings)
+        module = SuperResolutionModule(
+            model=model_cfg, ratio=ratio, sample_rate=sample_rate, **settings
+        )
 
     data_cfg = _plain(cfg.get("data"))
     from_checkpoint = data_cfg is None and hp.get("data_config") is not None

@@ -20,9 +20,9 @@ from typing import Any
 import lightning as L
 from omegaconf import OmegaConf
 
-from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec
+from audio_superres.dsp.lowpass import LowpassSpec, as_lowpass_spec, lowpass_to_dict
 from audio_superres.metrics import ALL_METRIC_KEYS, METRIC_KEYS, METRIC_LABELS
-from audio_superres.module import SuperResolutionModule, lowpass_to_dict
+from audio_superres.module import SuperResolutionModule
 from audio_superres.report.page import evaluation_page
 from audio_superres.report.results import write_results
 from audio_superres.utils import atomic_write_text
