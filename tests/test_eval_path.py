@@ -230,3 +230,27 @@ def test_media_and_tables_carry_the_test_filter(tiny_corpus, tmp_path):
     unfiltered = ("test/snr", "test/audio", "test/spectrogram")
     assert not any(k.startswith(unfiltered) for k in logger.metrics)
     assert set(logger.tables) == {"test/none/per_file", "test/chebyshev/per_file"}
+
+
+def test_split_val_scores_the_validation_files_never_a_test_file(tiny_corpus, tmp_path):
+    """evaluate.py split=val (choosing between models without test files): the validation
+    utterances of the training speakers, as train.py's validation takes them."""
+    common = [
+        "model=cubic", "ratio=4", "sample_rate=16000", "data=folder", f"data.root={tiny_corpus}",
+        "data.test_speakers=[spk2]", "data.val_max_files=2", f"data.cache_dir={tmp_path}/cache",
+        "device=cpu", "perceptual_metrics=false",
+    ]  # fmt: skip
+    scored = {}
+    for split in ("test", "val"):
+        out = tmp_path / split
+        evaluate(eval_cfg([*common, f"split={split}"], out))
+        metrics = json.loads((out / "metrics.json").read_text())
+        with open(out / "per_file.csv") as f:
+            scored[split] = {row["name"] for row in csv.DictReader(f)}
+        assert metrics["n_files"] == len(scored[split]) >= 1 and metrics["split"] == split
+    assert all("spk2" in f for f in scored["test"])
+    assert not any("spk2" in f for f in scored["val"])
+    from audio_superres.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="split must be one of test, val"):
+        evaluate(eval_cfg([*common, "split=train"], tmp_path / "bad"))

@@ -180,6 +180,9 @@ def no_test_files_message(datamodule: Any) -> str:
     return f"{root}: no held-out file to evaluate on (no file of test_speakers={speakers!r}{more})"
 
 
+EVAL_SPLITS = ("test", "val")  # split=: what evaluate.py scores
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test on every held-out file; write metrics.json, per_file.csv and example WAVs."""
     single_lightning_log()
@@ -216,6 +219,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             datamodule.test_max_files = files
     datamodule.prepare_data()
     datamodule.setup("test")
+    split = str(cfg.get("split", "test"))
+    if split not in EVAL_SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(EVAL_SPLITS)}; got {split!r}")
+    if split == "val":  # model selection: the validation utterances, never a test file
+        if not datamodule.val_indices:
+            raise DataError(
+                f"{datamodule.corpus.root}: split=val, but the validation split is empty"
+            )
+        datamodule.test_indices = list(datamodule.val_indices)
     if not datamodule.test_indices:
         raise DataError(no_test_files_message(datamodule))
 
@@ -243,6 +255,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": cfg.get("ckpt_path"),
         "model_target": module.hparams["model"]["_target_"],
         "seed": cfg.seed,
+        "split": split,
         "versions": versions,
     }
     if conditions is not None:
