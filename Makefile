@@ -17,7 +17,7 @@ MISMATCH_ARGS ?=
 MISMATCH_DIR := outputs/mismatch_$(MISMATCH_EXPERIMENT)/$(NOW)
 DEMO_EXPERIMENT ?= demo
 
-.PHONY: test-capabilities setup apt demo demo-unet demo-apbwe demo-robust demo-piano mismatch-demo mismatch-demo-apbwe models-table bench data-vctk data-piano test lint format
+.PHONY: speech-r4-train speech-r4-evaluate speech-r4-export test-capabilities setup apt demo demo-unet demo-apbwe demo-robust demo-piano mismatch-demo mismatch-demo-apbwe models-table bench data-vctk data-piano test lint format
 
 setup: $(STAMP) apt
 
@@ -126,6 +126,42 @@ format: $(STAMP)
 # One pytest worker per core (pytest-xdist; each worker and the scripts it starts use one torch
 # thread, tests/conftest.py); TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= auto
+# The bundled model speech-r4 (docs/bundled_models.md), the way it was made: the regression arm
+# (about 2 hours on one thread), the adversarial arm from the regression arm's step-8000 weights
+# (init_from), each scored on the validation split (the arm is chosen on these only), on the
+# held-out languages, on the VCTK clips and on the robustness grid; then
+# `make speech-r4-export ARM=regression|adversarial` writes src/audio_superres/weights/.
+# Each training resumes from its last.ckpt when run again after an interruption.
+SPEECH_R4_DIR ?= outputs/speech_r4
+ARM ?= regression
+SPEECH_R4_EXPERIMENT_regression := speech_r4
+SPEECH_R4_EXPERIMENT_adversarial := speech_r4_adversarial \
+  init_from=$(SPEECH_R4_DIR)/regression/checkpoints/step8000.ckpt
+resume_if_started = $(if $(wildcard $(1)/checkpoints/last.ckpt),ckpt_path=last)
+speech-r4-train: setup
+	$(PY) -m audio_superres.data.demo_speech
+	OMP_NUM_THREADS=1 $(PY) train.py experiment=$(SPEECH_R4_EXPERIMENT_$(ARM)) test_after_fit=false \
+	  hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM) $(call resume_if_started,$(SPEECH_R4_DIR)/$(ARM))
+
+speech-r4-evaluate: setup
+	$(eval CKPT := $(SPEECH_R4_DIR)/$(ARM)/checkpoints/best.ckpt)
+	$(PY) evaluate.py ckpt_path=$(CKPT) split=val lowpass=chebyshev hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/eval_val
+	$(PY) evaluate.py ckpt_path=$(CKPT) lowpass=chebyshev hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/eval
+	$(PY) evaluate.py ckpt_path=$(CKPT) lowpass=chebyshev data=folder data.root=$(VCTK_CLIPS) \
+	  data.test_speakers='*' hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/eval_vctk
+	$(PY) evaluate.py ckpt_path=$(CKPT) degradations=robustness hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/robustness
+	$(PY) evaluate.py ckpt_path=$(CKPT) degradations=robustness data=folder data.root=$(VCTK_CLIPS) \
+	  data.test_speakers='*' hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/robustness_vctk
+
+speech-r4-export: setup
+	$(eval RUN := $(SPEECH_R4_DIR)/$(ARM))
+	$(PY) -m audio_superres.cli export $(RUN)/checkpoints/best.ckpt --name speech-r4 \
+	  -o src/audio_superres/weights --description "$(SPEECH_R4_DESCRIPTION)" \
+	  --eval validation=$(RUN)/eval_val --eval heldout_languages=$(RUN)/eval \
+	  --eval vctk_clips=$(RUN)/eval_vctk --eval robustness_heldout=$(RUN)/robustness \
+	  --eval robustness_vctk=$(RUN)/robustness_vctk
+SPEECH_R4_DESCRIPTION ?= speech, 4 kHz -> 16 kHz (r=4), AP-BWE small trained on the degradations real recordings carry
+
 test: setup lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
