@@ -130,7 +130,8 @@ TEST_WORKERS ?= auto
 # (about 2 hours on one thread), the adversarial arm from the regression arm's step-8000 weights
 # (init_from), each scored on the validation split (the arm is chosen on these only), on the
 # held-out languages, on the VCTK clips and on the robustness grid; then
-# `make speech-r4-export ARM=regression|adversarial` writes src/audio_superres/weights/.
+# `make speech-r4-export ARM=regression|adversarial` writes src/audio_superres/weights/. Scored in float32
+# (precision=32), so that tests/test_bundled_model.py reproduces the card on any CPU.
 # Each training resumes from its last.ckpt when run again after an interruption.
 SPEECH_R4_DIR ?= outputs/speech_r4
 ARM ?= regression
@@ -145,12 +146,12 @@ speech-r4-train: setup
 
 speech-r4-evaluate: setup
 	$(eval CKPT := $(SPEECH_R4_DIR)/$(ARM)/checkpoints/best.ckpt)
-	$(PY) evaluate.py ckpt_path=$(CKPT) split=val lowpass=chebyshev hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/eval_val
-	$(PY) evaluate.py ckpt_path=$(CKPT) lowpass=chebyshev hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/eval
-	$(PY) evaluate.py ckpt_path=$(CKPT) lowpass=chebyshev data=folder data.root=$(VCTK_CLIPS) \
+	$(PY) evaluate.py ckpt_path=$(CKPT) precision=32 split=val lowpass=chebyshev hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/eval_val
+	$(PY) evaluate.py ckpt_path=$(CKPT) precision=32 lowpass=chebyshev hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/eval
+	$(PY) evaluate.py ckpt_path=$(CKPT) precision=32 lowpass=chebyshev data=folder data.root=$(VCTK_CLIPS) \
 	  data.test_speakers='*' hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/eval_vctk
-	$(PY) evaluate.py ckpt_path=$(CKPT) degradations=robustness hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/robustness
-	$(PY) evaluate.py ckpt_path=$(CKPT) degradations=robustness data=folder data.root=$(VCTK_CLIPS) \
+	$(PY) evaluate.py ckpt_path=$(CKPT) precision=32 degradations=robustness hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/robustness
+	$(PY) evaluate.py ckpt_path=$(CKPT) precision=32 degradations=robustness data=folder data.root=$(VCTK_CLIPS) \
 	  data.test_speakers='*' hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/robustness_vctk
 
 speech-r4-export: setup
