@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from audio_superres.dsp.numeric import work_dtype
 from audio_superres.dsp.resample import check_ratio
 
 __all__ = ["CubicUpsample", "check_signal", "cubic_upsample", "spline_matrix"]
@@ -128,10 +129,6 @@ def _device_dense(m: int, ratio: int, device: torch.device, dtype: torch.dtype) 
         return torch.as_tensor(dense_t, dtype=dtype, device=device)
 
 
-def _work_dtype(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-
-
 def cubic_upsample(x: Tensor, ratio: int) -> Tensor:
     """Not-a-knot cubic spline upsampling of `x` `(..., m)` to `(..., m * ratio)`.
 
@@ -145,7 +142,7 @@ def cubic_upsample(x: Tensor, ratio: int) -> Tensor:
         return x
     m = x.shape[-1]
     device = x.device
-    work = _work_dtype(device)
+    work = work_dtype(device)
     flat = x.reshape(math.prod(x.shape[:-1]), m).to(work)  # also fine for m == 0
     no_autocast = (
         torch.autocast(device.type, enabled=False)

@@ -31,6 +31,7 @@ from audio_superres.dsp.degrade import (
     codec_rows,
     resample_down,
 )
+from audio_superres.dsp.numeric import work_dtype
 from audio_superres.dsp.resample import check_ratio
 
 __all__ = [
@@ -316,8 +317,10 @@ def describe_lowpass(lowpass: str | LowpassSpec | Mapping[str, Any]) -> str:
         return f"no filter (every r-th sample kept, aliased){codec}"
     if spec.kind == "resample":
         beta = f", Kaiser beta {spec.kaiser_beta:g}" if "kaiser" in spec.resampler else ""
-        return (f"resampler {spec.resampler} (cutoff {spec.cutoff:g}, {spec.filter_width} zero "
-                f"crossings{beta}){codec}")
+        return (
+            f"resampler {spec.resampler} (cutoff {spec.cutoff:g}, {spec.filter_width} zero "
+            f"crossings{beta}){codec}"
+        )
     if spec.kind == "random":
         families = spec.families
         details = [f"order {_span(*spec.order_range)}", f"cutoff {_span(*spec.cutoff_range)}"]
@@ -328,10 +331,15 @@ def describe_lowpass(lowpass: str | LowpassSpec | Mapping[str, Any]) -> str:
         text = f"random per example: {'/'.join(families)} ({', '.join(details)}, {phase}"
         others = [
             f"{name} p={p:g}"
-            for name, p in (("no filter", spec.p_none), ("a resampler", spec.p_resample),
-                            ("one pass", spec.p_one_pass),
-                            (f"MP3 at {_span(min(spec.codec_bitrates), max(spec.codec_bitrates))}"
-                             " kbps", spec.p_codec))
+            for name, p in (
+                ("no filter", spec.p_none),
+                ("a resampler", spec.p_resample),
+                ("one pass", spec.p_one_pass),
+                (
+                    f"MP3 at {_span(min(spec.codec_bitrates), max(spec.codec_bitrates))} kbps",
+                    spec.p_codec,
+                ),
+            )
             if p > 0
         ]
         return text + (f"; {', '.join(others)}" if others else "") + f"; seed {spec.seed})"
@@ -404,12 +412,6 @@ def crop_to_multiple(y: Tensor, ratio: int) -> Tensor:
 # ---- second-order sections in torch ---------------------------------------------------------
 
 
-def _work_dtype(device: torch.device) -> torch.dtype:
-    # float64 keeps r=8 filters (poles close to the unit circle) within 1e-6 of scipy; MPS has no
-    # float64, so it gets float32 (best effort).
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
 def _as_sos(sos: np.ndarray) -> np.ndarray:
     arr = np.asarray(sos, dtype=np.float64)
     if arr.ndim == 1:
@@ -480,7 +482,7 @@ def _zero_input_response(
 def _prepare(x: Tensor, sos: np.ndarray) -> tuple[np.ndarray, bytes, Tensor, torch.dtype]:
     check_signal(x)
     sos = _as_sos(sos)
-    work = _work_dtype(x.device)
+    work = work_dtype(x.device)
     return sos, sos.tobytes(), x.reshape(math.prod(x.shape[:-1]), x.shape[-1]).to(work), work
 
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from audio_superres.dsp.amplitude_phase import float32_region
 from audio_superres.dsp.cubic import check_signal
+from audio_superres.dsp.numeric import work_dtype
 from audio_superres.dsp.resample import SINC_HALF_WIDTH, check_ratio, sinc_kernel
 
 __all__ = ["SincUpsample", "sinc_upsample"]
@@ -48,10 +49,6 @@ def _reflect_index(m: int, before: int, after: int, device: torch.device) -> Ten
     return torch.where(i >= m, period - i, i)
 
 
-def _work_dtype(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-
-
 def sinc_upsample(x: Tensor, ratio: int) -> Tensor:
     """Band-limited upsampling of `x` `(..., m)` by the integer `ratio` to `(..., m * ratio)`.
 
@@ -69,7 +66,7 @@ def sinc_upsample(x: Tensor, ratio: int) -> Tensor:
     batch = math.prod(x.shape[:-1])
     if m == 0 or batch == 0:
         return x.new_zeros(*x.shape[:-1], m * r)
-    device, work, w = x.device, _work_dtype(x.device), SINC_HALF_WIDTH
+    device, work, w = x.device, work_dtype(x.device), SINC_HALF_WIDTH
     with float32_region(device):
         flat = x.reshape(batch, 1, m).to(work)
         index = _reflect_index(m, w, w, device)
