@@ -250,6 +250,13 @@ def test_split_val_scores_the_validation_files_never_a_test_file(tiny_corpus, tm
         assert metrics["n_files"] == len(scored[split]) >= 1 and metrics["split"] == split
     assert all("spk2" in f for f in scored["test"])
     assert not any("spk2" in f for f in scored["val"])
+    out = tmp_path / "grid"
+    evaluate(eval_cfg([*common, "split=val", "degradations=robustness"], out))
+    summary = (out / "summary.md").read_text()
+    assert "validation files of" in summary and "never a test file" in summary
+    with open(out / "per_file.csv") as f:
+        assert {row["name"] for row in csv.DictReader(f)} == scored["val"]
+
     from audio_superres.errors import ConfigError
 
     with pytest.raises(ConfigError, match="split must be one of test, val"):

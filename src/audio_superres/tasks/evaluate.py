@@ -305,7 +305,8 @@ def _robustness(
     n_files = len(datamodule.test_indices)
     print(
         f"robustness grid {grid.get('name', '')}: {len(conditions)} conditions x {n_files} "
-        f"held-out files = {len(conditions) * n_files} file scorings (model and cubic)",
+        f"{'validation' if meta.get('split') == 'val' else 'held-out'} files = "
+        f"{len(conditions) * n_files} file scorings (model and cubic)",
         flush=True,
     )
     cost = CostReport(len(conditions), n_files)
@@ -324,7 +325,9 @@ def _robustness(
             "data_root": str(corpus.root),
             "test_speakers": list(corpus.test_speakers)
             if isinstance(corpus.test_speakers, (list, tuple)) else corpus.test_speakers,
-            "file_choice": "all of them" if all_files else (
+            "file_choice": "the validation split (split=val: utterances of the training "
+            "speakers, never a test file)" if meta.get("split") == "val"
+            else "all of them" if all_files else (
                 f"at most degradations.files={datamodule.test_max_files}, evenly spaced over the "
                 "sorted held-out list (data.test_max_files: the same files for every checkpoint, "
                 "chosen before any score)"

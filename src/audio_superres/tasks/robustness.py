@@ -156,7 +156,8 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any])
         "",
         f"- checkpoint: `{meta['checkpoint']}`",
         f"- command: `{meta['command']}`",
-        f"- files: {meta['n_files']} held-out files of `{meta['data_root']}` "
+        f"- files: {meta['n_files']} {'validation' if meta.get('split') == 'val' else 'held-out'} "
+        f"files of `{meta['data_root']}` "
         f"(test speakers {meta['test_speakers']}), {meta['file_choice']}; each file's scores "
         "under the first condition: per_file.csv",
         f"- conditions: {len(rows)} ({meta['grid_description']}); every low-res input made by "
