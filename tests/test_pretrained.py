@@ -1,6 +1,6 @@
-"""Bundled / exported models (`pretrained.py`): safetensors weights + a JSON model card, loaded
-through the same allow-list and checks as a checkpoint, giving the checkpoint's output bit for
-bit; `audio-superres export`; `init_from=` (issue 21 item 3)."""
+"""Bundled / exported models (`pretrained.py`, `export.py`): safetensors weights + a JSON model
+card, loaded through the same allow-list and checks as a checkpoint, giving the checkpoint's
+output bit for bit; `audio-superres export`; `init_from=` (issue 21 item 3)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from audio_superres import SuperResolver, pretrained
+from audio_superres import SuperResolver, export, pretrained
 from audio_superres.checkpoint import CheckpointError
 from audio_superres.cli import main as cli_main
 from audio_superres.cli import model_lines
@@ -51,7 +51,7 @@ def ckpt(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def exported(ckpt: Path, tmp_path: Path) -> Path:
-    return pretrained.export_bundled(ckpt, "tiny", tmp_path / "models", {"description": "a test"})
+    return export.export_bundled(ckpt, "tiny", tmp_path / "models", {"description": "a test"})
 
 
 def test_export_writes_generator_weights_and_a_card_that_loads_to_the_same_output(ckpt, exported):
@@ -79,7 +79,7 @@ def test_export_writes_generator_weights_and_a_card_that_loads_to_the_same_outpu
 
 def test_a_bundled_name_resolves_in_the_package_folder(ckpt, tmp_path, monkeypatch):
     folder = tmp_path / "weights"
-    pretrained.export_bundled(ckpt, "speech-test", folder, {"description": "d"})
+    export.export_bundled(ckpt, "speech-test", folder, {"description": "d"})
     monkeypatch.setattr(pretrained, "WEIGHTS_DIR", folder)
     assert list(pretrained.bundled_models()) == ["speech-test"]
     r = SuperResolver.from_pretrained("speech-test", device="cpu", precision="32")
@@ -123,9 +123,9 @@ def test_a_card_naming_a_foreign_class_is_refused_before_anything_is_built(expor
 
 
 def test_weights_over_the_size_limit_are_refused_and_nothing_is_left(ckpt, tmp_path, monkeypatch):
-    monkeypatch.setattr(pretrained, "MAX_BUNDLED_BYTES", 1000)
+    monkeypatch.setattr(export, "MAX_BUNDLED_BYTES", 1000)
     with pytest.raises(CheckpointError, match=r"MB, over the 0 MB a bundled model may take"):
-        pretrained.export_bundled(ckpt, "big", tmp_path / "out")
+        export.export_bundled(ckpt, "big", tmp_path / "out")
     assert not list((tmp_path / "out").iterdir())
 
 
@@ -148,7 +148,7 @@ def write_eval(folder: Path, robustness: bool) -> Path:
 def test_card_fields_record_training_and_evaluations(ckpt, tmp_path):
     vctk = write_eval(tmp_path / "eval_vctk", robustness=False)
     grid = write_eval(tmp_path / "robust", robustness=True)
-    fields = pretrained.model_card_fields(ckpt, [f"vctk={vctk}", f"grid={grid}"], "speech")
+    fields = export.model_card_fields(ckpt, [f"vctk={vctk}", f"grid={grid}"], "speech")
     t = fields["training"]
     assert t["command"] == "python train.py experiment=demo seed=3" and t["global_step"] == 11
     assert t["wall_time_s"] == 150.0 and t["objective"].endswith("RegressionObjective")
@@ -159,9 +159,9 @@ def test_card_fields_record_training_and_evaluations(ckpt, tmp_path):
     assert (g["worst_condition"], g["worst_snr_gain"], g["n_conditions"]) == ("none", -0.7, 3)
     assert g["mean_snr_gain"] == pytest.approx(-0.1 / 3) and g["lsd_below_cubic"] == 2
     with pytest.raises(ValueError, match="LABEL=DIR"):
-        pretrained.model_card_fields(ckpt, [str(vctk)])
+        export.model_card_fields(ckpt, [str(vctk)])
     with pytest.raises(CheckpointError, match="neither metrics.json nor robustness.csv"):
-        pretrained.model_card_fields(ckpt, [f"x={tmp_path}"])
+        export.model_card_fields(ckpt, [f"x={tmp_path}"])
 
 
 def test_cli_export_models_info_and_upsample_with_an_exported_model(ckpt, tmp_path, capsys):

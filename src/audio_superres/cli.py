@@ -261,7 +261,7 @@ def info_command(args: argparse.Namespace) -> None:
 
 
 def export_command(args: argparse.Namespace) -> None:
-    from audio_superres.pretrained import export_bundled, model_card_fields
+    from audio_superres.export import export_bundled, model_card_fields
 
     fields = model_card_fields(args.ckpt, args.eval, description=args.description)
     card = export_bundled(args.ckpt, args.name, args.output, fields)

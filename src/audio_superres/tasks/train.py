@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from audio_superres.checkpoint import (
     CheckpointError,
     check_weights_fit,
-    generator_state_dict,
     load_checkpoint,
     remove_stale_temporaries,
 )
@@ -28,7 +27,7 @@ from audio_superres.precision import (
 )
 from audio_superres.report.media import MediaLogger
 from audio_superres.report.results import format_table, write_results
-from audio_superres.resolver import load_model
+from audio_superres.resolver import SuperResolver, load_model
 from audio_superres.runs import (
     apply_extras,
     finish_wandb,
@@ -70,7 +69,7 @@ def initialize_generator(module: SuperResolutionModule, ref: str) -> str:
             f"init_from={ref}: trained for ratio {hp['ratio']} at {hp['sample_rate']} Hz, this "
             f"run is ratio {module.ratio} at {module.sample_rate} Hz"
         )
-    weights = generator_state_dict(loaded["state_dict"])
+    weights = SuperResolver.from_loaded(loaded, where, device="cpu").model.state_dict()
     check_weights_fit(weights, module.model.state_dict(), where)
     module.model.load_state_dict(weights)
     step = loaded.get("global_step")
