@@ -69,8 +69,8 @@ def test_upsample_one_file_in_process(ckpt, tmp_path, capsys):  # noqa: F811
 
 def test_models_and_info(ckpt):  # noqa: F811
     proc = cli("models")
-    assert proc.returncode == 0 and "No model is bundled yet" in proc.stdout
-    assert "train.py" in proc.stdout
+    assert proc.returncode == 0 and "speech-r4 (the default): speech" in proc.stdout
+    assert "input: audio at 4000 Hz" in proc.stdout and "output: 16000 Hz (4x)" in proc.stdout
     proc = cli("info", str(ckpt))
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
@@ -103,11 +103,10 @@ def test_errors_are_one_line_naming_the_file(ckpt, tmp_path):  # noqa: F811
         (["info", str(garbage)], f"{garbage}: not a readable checkpoint"),
         (["upsample", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "o"), "--ckpt",
           str(ckpt)], f"{tmp_path / 'missing.wav'}: input not found"),  # fmt: skip
-        (["upsample", str(audio), "-o", str(tmp_path / "o"), "--model", "speech-r4"],
-         "speech-r4: no bundled model of that name (available: none yet)"),  # fmt: skip
+        (["upsample", str(audio), "-o", str(tmp_path / "o"), "--model", "speech-r9"],
+         "speech-r9: no bundled model of that name (available: speech-r4)"),  # fmt: skip
         (["upsample", str(audio), "-o", str(tmp_path / "o"), "--ckpt", str(garbage)],
          f"{garbage}: not a readable checkpoint"),  # fmt: skip
-        (["upsample", str(audio), "-o", str(tmp_path / "o")], "pass --ckpt PATH"),
     ]
     for args, message in cases:
         proc = cli(*args)
@@ -117,3 +116,14 @@ def test_errors_are_one_line_naming_the_file(ckpt, tmp_path):  # noqa: F811
         assert "Traceback" not in proc.stderr
     proc = cli("upsample", str(audio))  # no -o: argparse's usage error
     assert proc.returncode == 2 and "-o/--output" in proc.stderr
+
+
+def test_without_a_bundled_model_the_command_asks_for_a_checkpoint(tmp_path, monkeypatch, capsys):
+    from audio_superres import pretrained
+
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path / "none")
+    audio = tmp_path / "a.wav"
+    sf.write(audio, np.zeros(800, dtype=np.float32), 4000)
+    assert main(["upsample", str(audio), "-o", str(tmp_path / "o")]) == 1
+    assert capsys.readouterr().err.startswith("Error: pass --ckpt PATH (no model is bundled")
+    assert main(["models"]) == 0 and "No model is bundled" in capsys.readouterr().out

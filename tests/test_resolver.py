@@ -134,8 +134,8 @@ def test_the_same_output_as_upsample_py_bit_for_bit(ckpt, tmp_path, rate):
 def test_refusals_are_one_line_user_errors(ckpt, tmp_path):
     with pytest.raises(CheckpointError, match="nope.ckpt: checkpoint not found"):
         SuperResolver.from_checkpoint(tmp_path / "nope.ckpt")
-    with pytest.raises(ConfigError, match="speech-r4: no bundled model .*available: none yet"):
-        SuperResolver.from_pretrained("speech-r4")
+    with pytest.raises(ConfigError, match="speech-r9: no bundled model .*available: speech-r4"):
+        SuperResolver.from_pretrained("speech-r9")
     with pytest.raises(ConfigError, match="input_conditioning must be one of auto, off, always"):
         resolver(ckpt, input_conditioning="sometimes")
     with pytest.raises(ConfigError, match="device=cuda"):
