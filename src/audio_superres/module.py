@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from audio_superres.checkpoint import instantiate_trusted
+from audio_superres.dsp.bandwidth import CONDITIONING_MODES, InputCheck, condition_lowres
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.dsp.lowpass import (
     LowpassSpec,
@@ -203,6 +204,15 @@ class SuperResolutionModule(L.LightningModule):
         # chunked-inference settings of validation/test (not a hyperparameter: set by the task
         # from its `inference` node, the same for train.py, evaluate.py and upsample.py)
         self.inference = InferenceSettings()
+        # evaluate.py's input_conditioning (issue 20): test inputs brought to the training
+        # condition as SuperResolver brings a file (dsp.bandwidth.condition_lowres, the same
+        # decision and filter), the model fed the result, cubic the input as made. Not a
+        # hyperparameter; "off" (train.py, and evaluate.py by default) scores inputs as made.
+        self.input_conditioning = "off"
+        # the filter the model was trained on (what conditioning brings input to): `lowpass`
+        # here, the checkpoint's in `from_resolver` (`lowpass` may be evaluate.py's override)
+        self.training_lowpass: LowpassSpec = self.lowpass
+        self._checks: list[InputCheck | None] = []  # the last eval batch's, per row
         # the test filter's name when several are scored (test_lowpass): keys test/<name>/...
         self.test_filter: str | None = None
         self.test_rows: list[dict[str, Any]] = []
@@ -221,12 +231,39 @@ class SuperResolutionModule(L.LightningModule):
         resolver's; `lowpass` defaults to its training filter; `kwargs` go to `__init__` (e.g.
         `lowpass`, `n_log_examples`). The module holds the resolver's model itself, not a copy."""
         kwargs.setdefault("lowpass", resolver.training_lowpass)
-        return cls(
+        module = cls(
             model=resolver.model_config,
             ratio=resolver.ratio,
             sample_rate=resolver.sample_rate,
             generator=resolver.model,
             **kwargs,
+        )
+        module.training_lowpass = as_lowpass_spec(resolver.training_lowpass)
+        return module
+
+    def set_input_conditioning(self, mode: str) -> None:
+        """evaluate.py's `input_conditioning` (auto | off | always): how test inputs reach the
+        model (`condition_input`)."""
+        mode = str(mode).lower()
+        if mode not in CONDITIONING_MODES:
+            raise ConfigError(
+                f"input_conditioning must be one of {', '.join(CONDITIONING_MODES)}; got {mode!r}"
+            )
+        self.input_conditioning = mode
+
+    def condition_input(self, lr: Tensor, stage: str) -> tuple[Tensor, list[InputCheck | None]]:
+        """The low-res input the model is given: at test under `input_conditioning` auto/always,
+        `lr` as upsample.py's default inference would condition it as a low-res file (measured,
+        re-filtered with the training filter only when its top band says so:
+        `dsp.bandwidth.condition_lowres`); else `lr` itself. Each row's check (None: off)."""
+        if stage != "test" or self.input_conditioning == "off":
+            return lr, [None] * lr.shape[0]
+        return condition_lowres(
+            lr,
+            self.training_lowpass,
+            self.ratio,
+            self.sample_rate // self.ratio,
+            self.input_conditioning,
         )
 
     # ---- the task -------------------------------------------------------------------------
@@ -490,9 +527,11 @@ class SuperResolutionModule(L.LightningModule):
     def _eval_step(
         self, batch: Mapping[str, Any], stage: str
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, dict[str, Tensor]]]:
-        """Model and cubic on one batch; every metric from one STFT per signal (shared HR)."""
+        """Model and cubic on one batch; every metric from one STFT per signal (shared HR).
+        The model gets the input as `condition_input` leaves it, cubic the input as made."""
         hr, lr = self.make_inputs(batch["hr"], self._rng(stage))
-        pred = self.super_resolve(lr)
+        model_lr, self._checks = self.condition_input(lr, stage)
+        pred = self.super_resolve(model_lr)
         cubic = self.cubic(lr)
         values = compute_metrics_many({"model": pred, "cubic": cubic}, hr, self.ratio)
         self.metrics[f"{stage}_model"].update_values(values["model"])
@@ -544,6 +583,9 @@ class SuperResolutionModule(L.LightningModule):
         }
         row.update({k: float(m[k][0]) for k in METRIC_KEYS})
         row.update({f"cubic_{k}": float(c[k][0]) for k in METRIC_KEYS})
+        check = self._checks[0]
+        if check is not None:  # input_conditioning auto/always: what was done to the input
+            row.update({"input_conditioning": self.input_conditioning, **check.as_row()})
         self.test_rows.append(row)
         outputs = eval_outputs(batch, hr, lr, cubic, pred)
         if batch_idx < self.n_log_examples:
@@ -553,6 +595,13 @@ class SuperResolutionModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         summary = self._log_summary("test")
         self.test_summary = {**summary, "n_files": len(self.test_rows)}
+        if self.input_conditioning != "off":
+            self.test_summary["conditioning"] = {
+                "input_conditioning": self.input_conditioning,
+                "training_lowpass": lowpass_to_dict(self.training_lowpass),
+                "n_refiltered": sum(bool(r.get("refiltered")) for r in self.test_rows),
+                "n_files": len(self.test_rows),
+            }
 
 
 def eval_outputs(

@@ -45,7 +45,13 @@ from audio_superres.checkpoint import (
     instantiate_trusted,
     load_checkpoint,
 )
-from audio_superres.dsp.bandwidth import InputCheck, PowerSpectrum, check_input, measure_reader
+from audio_superres.dsp.bandwidth import (
+    CONDITIONING_MODES,
+    InputCheck,
+    PowerSpectrum,
+    conditioning_check,
+    measure_reader,
+)
 from audio_superres.dsp.blockwise import FileReader, Reader, RefilteredReader, ResampledReader
 from audio_superres.dsp.lowpass import (
     as_lowpass_spec,
@@ -67,8 +73,7 @@ from audio_superres.utils import atomic_path, positive_int
 
 log = logging.getLogger(__name__)
 
-# input_conditioning=: auto (re-filter only when the top band says so), off, always (issue 20)
-CONDITIONING_MODES = ("auto", "off", "always")
+# CONDITIONING_MODES (dsp.bandwidth): input_conditioning= auto | off | always (issue 20)
 HOW_TO_TRAIN = (
     "train one with `python train.py experiment=demo` (docs/training.md) and pass its "
     "checkpoint (--ckpt PATH, SuperResolver.from_checkpoint(PATH))"
@@ -388,14 +393,17 @@ class SuperResolver:
         the check, and bring it to the training condition (`RefilteredReader`) only when its top
         band says so (`dsp.bandwidth.check_input`). `input_conditioning=off` measures nothing;
         `always` re-filters every input; `matched`: the input was made with the training filter
-        itself (never re-filtered in auto). `logger`: whose log the lines go to (this module's)."""
+        itself (never re-filtered in auto). `logger`: whose log the lines go to (this module's).
+        The decision is `dsp.bandwidth.conditioning_check`, the one evaluate.py's
+        `input_conditioning` takes on the same samples (`dsp.bandwidth.condition_lowres`)."""
         if self.input_conditioning == "off":
             return reader, None
         trained = as_lowpass_spec(self.training_lowpass)
-        always = self.input_conditioning == "always"
-        check = check_input(spectrum(), trained, self.ratio, always=always)
-        if not always and matched:
-            check = replace(check, refilter=False, reason="degraded with the training filter")
+        # the one decision (evaluate.py's in-memory inputs: dsp.bandwidth.condition_lowres)
+        check = conditioning_check(
+            spectrum(), trained, self.ratio, self.input_conditioning, matched=matched
+        )
+        assert check is not None  # not off
         logger = logger or log
         logger.info("%s: %s", name, check.summary())
         if check.narrow:

@@ -39,6 +39,13 @@ bounded memory (`SpectrumAccumulator`):
 Re-filtering (`refilter`) applies the training filter's shape at the LOW-RES rate, through the one
 filter code of `dsp/lowpass.py` (`lowpass_sos(spec, 1)`: the same family, order and cutoff as a
 fraction of the low-res Nyquist; `sosfiltfilt` when the training filter was zero phase).
+
+`input_conditioning` (auto | off | always) names the policy; `conditioning_check` is the one
+decision under it (SuperResolver's streamed path, which measures a reader with `measure_reader`
+and re-filters with `dsp.blockwise.RefilteredReader`, and `condition_lowres`, which conditions a
+whole in-memory low-res tensor for evaluate.py: `measure_signal` gives it the spectrum
+`measure_reader` gives for the same float32 samples, bit for bit, and `refilter` is the filter
+`RefilteredReader` applies block by block).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from audio_superres.dsp.lowpass import (
 )
 
 __all__ = [
+    "CONDITIONING_MODES",
     "ENERGY",
     "FLOOR_DB",
     "MARGIN_DB",
@@ -72,9 +80,12 @@ __all__ = [
     "SpectrumAccumulator",
     "bandwidth_from_spectrum",
     "check_input",
+    "condition_lowres",
+    "conditioning_check",
     "effective_bandwidth",
     "expected_response",
     "measure_reader",
+    "measure_signal",
     "power_spectrum",
     "refilter",
     "refilter_sos",
@@ -88,6 +99,9 @@ FLOOR_DB = -60.0  # expected levels below this (relative to the reference band) 
 MARGIN_DB = 10.0  # re-filter when the top band is louder than the training input by more
 NARROW_FRACTION = 0.5  # warn when the bandwidth is below half of what the training input had
 _SILENT_POWER = 1e-20  # mean power per sample (-200 dB re full scale): nothing to measure
+MEASURE_BLOCK = 1 << 16  # frames per block read by measure_reader (and fed by measure_signal)
+# input_conditioning=: auto (re-filter only when the top band says so), off, always (issue 20)
+CONDITIONING_MODES = ("auto", "off", "always")
 
 
 @dataclass(frozen=True)
@@ -180,7 +194,7 @@ def power_spectrum(x: Any, sample_rate: float, n_fft: int = N_FFT) -> PowerSpect
 
 
 def measure_reader(
-    reader: Any, sample_rate: float, n_fft: int = N_FFT, block: int = 1 << 16
+    reader: Any, sample_rate: float, n_fft: int = N_FFT, block: int = MEASURE_BLOCK
 ) -> PowerSpectrum:
     """Welch power spectrum of everything a reader (`read(n, dtype=, always_2d=)`, e.g. a
     `soundfile.SoundFile` or a `dsp.blockwise` reader) still holds, read block by block: one
@@ -191,6 +205,20 @@ def measure_reader(
         if len(x) == 0:
             break
         acc.update(x)
+    return acc.result()
+
+
+def measure_signal(
+    x: Any, sample_rate: float, n_fft: int = N_FFT, block: int = MEASURE_BLOCK
+) -> PowerSpectrum:
+    """`measure_reader` of an in-memory signal `(n,)` or `(channels, n)` (numpy or torch): its
+    float32 samples fed to the accumulator in the reader's blocks, so the spectrum equals
+    `measure_reader` over a reader of the same float32 samples (a file, `SuperResolver.sr`'s
+    array) bit for bit, and the decision on it is the same."""
+    frames = _as_array(x).astype(np.float32)  # (n, channels), as a reader's read() gives it
+    acc = SpectrumAccumulator(sample_rate, n_fft)
+    for start in range(0, len(frames), int(block)):
+        acc.update(frames[start : start + int(block)])
     return acc.result()
 
 
@@ -359,6 +387,29 @@ def check_input(
     return check
 
 
+def conditioning_check(
+    spectrum: PowerSpectrum, lowpass: Any, ratio: int, mode: str, matched: bool = False
+) -> InputCheck | None:
+    """The `input_conditioning` decision for one low-res input whose spectrum is `spectrum`,
+    for a model trained on `lowpass` at `ratio`: None under `off` (nothing measured), else
+    `check_input` (`always`: re-filter whenever there is a filter to apply). `matched`: the
+    input was made with the training filter itself (upsample.py `input_kind=hr` without
+    `lowpass=`), never re-filtered under `auto`. Shared by `SuperResolver.condition` (streamed
+    files and arrays) and `condition_lowres` (evaluate.py's in-memory inputs)."""
+    mode = str(mode).lower()
+    if mode not in CONDITIONING_MODES:
+        raise ValueError(
+            f"input_conditioning must be one of {', '.join(CONDITIONING_MODES)}; got {mode!r}"
+        )
+    if mode == "off":
+        return None
+    always = mode == "always"
+    check = check_input(spectrum, lowpass, ratio, always=always)
+    if not always and matched:
+        check = replace(check, refilter=False, reason="degraded with the training filter")
+    return check
+
+
 def _measure(
     spec_x: PowerSpectrum, lowpass: Any, ratio: int, margin_db: float, energy: float
 ) -> InputCheck:
@@ -481,6 +532,38 @@ def refilter_sos(lowpass: Any) -> tuple[np.ndarray, bool] | None:
     sos = lowpass_sos(spec, 1)  # cutoff as a fraction of the signal's own Nyquist
     assert sos is not None
     return sos, spec.zero_phase
+
+
+def condition_lowres(
+    lr: torch.Tensor,
+    lowpass: Any,
+    ratio: int,
+    sample_rate: float,
+    mode: str,
+    matched: bool = False,
+) -> tuple[torch.Tensor, list[InputCheck | None]]:
+    """Whole in-memory low-res inputs `(B, m)` (or one `(m,)`) at `sample_rate` (the model's
+    low-res rate) brought to the training condition of a model trained on `lowpass` at `ratio`,
+    as `SuperResolver` conditions a file: each row measured (`measure_signal`), decided by
+    `conditioning_check` and, only where it says so, re-filtered (`refilter`, in float64 as
+    `RefilteredReader` does, back to `lr`'s dtype and device). Returns the conditioned tensor
+    (`lr` itself, untouched, when no row is re-filtered) and each row's check (None under
+    `off`). Rows are whole signals: a batch padded to a common length measures its padding."""
+    rows = lr.reshape(1, -1) if lr.dim() == 1 else lr
+    if rows.dim() != 2:
+        raise ValueError(f"expected low-res input (m,) or (B, m), got shape {tuple(lr.shape)}")
+    checks = [
+        conditioning_check(measure_signal(row, sample_rate), lowpass, ratio, mode, matched)
+        for row in rows
+    ]
+    if not any(c is not None and c.refilter for c in checks):
+        return lr, checks
+    out = rows.clone()
+    for i, check in enumerate(checks):
+        if check is not None and check.refilter:
+            x = rows[i].detach().to("cpu", torch.float64)
+            out[i] = refilter(x, lowpass).to(rows.dtype).to(rows.device)
+    return out.reshape(lr.shape), checks
 
 
 def refilter(x: torch.Tensor, lowpass: Any) -> torch.Tensor:

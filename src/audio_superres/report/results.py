@@ -117,6 +117,8 @@ def write_results(
         "cubic": summary["cubic"],
         "n_files": summary["n_files"],
         **({"perceptual": summary["perceptual"]} if summary.get("perceptual") else {}),
+        # input_conditioning auto/always: the mode and how many files were re-filtered
+        **({"conditioning": summary["conditioning"]} if summary.get("conditioning") else {}),
         **meta,
     }
     write_per_file_csv(out_dir / "per_file.csv", rows)

@@ -200,6 +200,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     with config_errors("model"):
         module, data_cfg, data_from_checkpoint = build_for_evaluation(cfg)
     module.inference = inference_settings(cfg)  # as in train.py's validation and test
+    conditioning = str(cfg.get("input_conditioning", "off")).lower()
+    module.set_input_conditioning(conditioning)  # ConfigError for an unknown mode
+    if conditioning != "off" and not cfg.get("ckpt_path"):
+        raise ConfigError(
+            f"input_conditioning={conditioning} brings input to a checkpoint's training filter: "
+            "pass ckpt_path=CKPT (or input_conditioning=off)"
+        )
     with config_errors("data"):
         if data_from_checkpoint:
             datamodule = instantiate_data(data_cfg, str(cfg.ckpt_path))
@@ -256,6 +263,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "model_target": module.hparams["model"]["_target_"],
         "seed": cfg.seed,
         "split": split,
+        # how the model's input was conditioned (the cubic baseline always gets it as made)
+        "input_conditioning": conditioning,
         "versions": versions,
     }
     if conditions is not None:

@@ -170,6 +170,8 @@ def score_under_filters(
             "cubic": r.summary["cubic"],
             "n_files": r.summary["n_files"],
             **({"perceptual": r.summary["perceptual"]} if r.summary.get("perceptual") else {}),
+            # input_conditioning auto/always: the mode and how many files were re-filtered
+            **{k: r.summary[k] for k in ("conditioning",) if r.summary.get(k)},
             "lowpass_spec": lowpass_to_dict(r.spec),
         }
         for r in results

@@ -46,6 +46,10 @@ ROBUSTNESS_COLUMNS = (
     "si_sdr_gain",
     "lsd_gain",
     "lsd_hf_gain",
+    # evaluate.py input_conditioning (off | auto | always) and how many of the condition's
+    # n_files the model got re-filtered (0 under off: nothing measured, nothing re-filtered)
+    "input_conditioning",
+    "n_refiltered",
 )
 PHASE_LABEL = {True: "zp", False: "1p"}
 
@@ -131,6 +135,9 @@ def robustness_rows(results: Sequence[FilterResult]) -> list[dict[str, Any]]:
         # LSD: lower is better, so the gain is cubic's minus the model's (as report.sweep)
         row["lsd_gain"] = row["cubic_lsd"] - row["model_lsd"]
         row["lsd_hf_gain"] = row["cubic_lsd_hf"] - row["model_lsd_hf"]
+        conditioning = r.summary.get("conditioning") or {}
+        row["input_conditioning"] = conditioning.get("input_conditioning", "off")
+        row["n_refiltered"] = int(conditioning.get("n_refiltered", 0))
         rows.append(row)
     return rows
 
@@ -165,6 +172,7 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any])
         f"{meta['seed']}; ratio {meta['ratio']}, {meta['sample_rate']} Hz",
         f"- cost: {meta['seconds']:.0f} s in all, {meta['seconds'] / max(1, len(rows)):.1f} s "
         "per condition",
+        f"- input conditioning: {_conditioning_line(rows, meta)}",
         "",
         "| SNR gain over cubic (dB) | condition | model SNR | cubic SNR | model LSD | cubic LSD |",
         "|---|---|---:|---:|---:|---:|",
@@ -183,13 +191,43 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any])
         "| model LSD-HF | cubic LSD-HF |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    conditioned = _conditioning(rows, meta) != "off"
+    if conditioned:  # one more column: how many files of the condition were re-filtered
+        lines[-2] += " re-filtered |"
+        lines[-1] += "---:|"
     for r in rows:
         lines.append(
             f"| {r['condition']} | {r['snr_gain']:+.2f} | {r['model_snr']:.2f} | "
             f"{r['cubic_snr']:.2f} | {r['si_sdr_gain']:+.2f} | {r['model_lsd']:.3f} | "
             f"{r['cubic_lsd']:.3f} | {r['model_lsd_hf']:.3f} | {r['cubic_lsd_hf']:.3f} |"
+            + (f" {r['n_refiltered']} of {r['n_files']} |" if conditioned else "")
         )
     return "\n".join(lines) + "\n"
+
+
+def _conditioning(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
+    return str(
+        meta.get("input_conditioning")
+        or (rows[0].get("input_conditioning") if rows else None)
+        or "off"
+    )
+
+
+def _conditioning_line(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
+    mode = _conditioning(rows, meta)
+    if mode == "off":
+        return "`off`: the model got every input as made"
+    when = "always" if mode == "always" else "only when its top band is louder than the training's"
+    refiltered = sum(int(r.get("n_refiltered") or 0) for r in rows)
+    scored = sum(int(r["n_files"]) for r in rows)
+    touched = sum(bool(r.get("n_refiltered")) for r in rows)
+    return (
+        f"`{mode}` (as upsample.py's `input_conditioning={mode}`): each input measured and "
+        f"re-filtered with the training filter {when} (dsp.bandwidth.condition_lowres); "
+        f"{refiltered} of {scored} file scorings "
+        f"re-filtered, in {touched} of {len(rows)} conditions (column re-filtered); cubic got "
+        "every input as made"
+    )
 
 
 def _mean(rows: Sequence[Mapping[str, Any]], key: str) -> float:
@@ -303,6 +341,12 @@ class CostReport:
         elapsed = time.perf_counter() - self.start
         gain = result.summary["model"]["snr"] - result.summary["cubic"]["snr"]
         msg = f"robustness {i + 1}/{self.n} {result.name}: SNR gain {gain:+.2f} dB"
+        conditioning = result.summary.get("conditioning")
+        if conditioning:
+            msg += (
+                f" ({conditioning['input_conditioning']}: {conditioning['n_refiltered']} of "
+                f"{conditioning['n_files']} re-filtered)"
+            )
         if i == 0:
             msg += (
                 f"; {elapsed:.1f} s for {self.n_files} files, about "
