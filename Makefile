@@ -147,6 +147,7 @@ speech-r4-train: setup
 speech-r4-evaluate: setup
 	$(eval CKPT := $(SPEECH_R4_DIR)/$(ARM)/checkpoints/best.ckpt)
 	$(PY) evaluate.py ckpt_path=$(CKPT) precision=32 split=val lowpass=chebyshev hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/eval_val
+	$(PY) evaluate.py ckpt_path=$(CKPT) precision=32 split=val degradations=robustness hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/robustness_val
 	$(PY) evaluate.py ckpt_path=$(CKPT) precision=32 lowpass=chebyshev hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/eval
 	$(PY) evaluate.py ckpt_path=$(CKPT) precision=32 lowpass=chebyshev data=folder data.root=$(VCTK_CLIPS) \
 	  data.test_speakers='*' hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM)/eval_vctk
@@ -158,10 +159,11 @@ speech-r4-export: setup
 	$(eval RUN := $(SPEECH_R4_DIR)/$(ARM))
 	$(PY) -m audio_superres.cli export $(RUN)/checkpoints/best.ckpt --name speech-r4 \
 	  -o src/audio_superres/weights --description "$(SPEECH_R4_DESCRIPTION)" \
-	  --eval validation=$(RUN)/eval_val --eval heldout_languages=$(RUN)/eval \
+	  --eval validation=$(RUN)/eval_val --eval validation_robustness=$(RUN)/robustness_val \
+	  --eval heldout_languages=$(RUN)/eval \
 	  --eval vctk_clips=$(RUN)/eval_vctk --eval robustness_heldout=$(RUN)/robustness \
 	  --eval robustness_vctk=$(RUN)/robustness_vctk
-SPEECH_R4_DESCRIPTION ?= speech, 4 kHz -> 16 kHz (r=4), AP-BWE small trained on the degradations real recordings carry
+SPEECH_R4_DESCRIPTION ?= speech, 4 kHz -> 16 kHz (r=4): AP-BWE small, trained on the degradations real recordings carry, regression then AP-BWE's adversarial recipe
 
 test: setup lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal

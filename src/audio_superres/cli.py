@@ -179,6 +179,10 @@ def upsample_command(args: argparse.Namespace) -> Path:
     prepare_output(dst, every)
     log.info("%s: %d file(s), %dx to %d Hz on %s", ckpt, len(every), up.ratio, up.sample_rate,
              up.device)  # fmt: skip
+    card = up.resolver.info.get("card")
+    if card:  # a bundled model: what it does to speech, as its card measured it
+        for line in model_lines(card["name"], card)[3:]:
+            log.info("%s:%s", card["name"], line[1:])
     done: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     for src, pairs in groups:

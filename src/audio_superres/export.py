@@ -144,7 +144,25 @@ def training_record(ckpt_path: str | os.PathLike) -> dict[str, Any]:
         },
         "wall_time_s": _log_span_s(run_dir / "train.log"),
     }
+    init_from = _run_setting(run_dir, "init_from")
+    if init_from:  # where its weights started (e.g. the regression warm-up): that run's record
+        record["init_from"] = str(init_from)
+        if Path(str(init_from)).is_file():
+            start = training_record(init_from)
+            record["init_from_training"] = {
+                k: start[k] for k in ("checkpoint", "global_step", "command", "objective")
+            }
     return record
+
+
+def _run_setting(run_dir: Path, key: str) -> Any:
+    """A top-level setting of a run's resolved config (`.hydra/config.yaml`), if recorded."""
+    import yaml
+
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return None
+    return (yaml.safe_load(path.read_text()) or {}).get(key)
 
 
 def evaluation_record(eval_dir: str | os.PathLike) -> dict[str, Any]:
@@ -173,10 +191,11 @@ def evaluation_record(eval_dir: str | os.PathLike) -> dict[str, Any]:
             worst_snr_gain=worst[0],
             mean_snr_gain=sum(g for g, _ in gains) / len(gains),
             lsd_below_cubic=sum(float(r["lsd_gain"]) > 0 for r in rows),
+            input_conditioning=rows[0].get("input_conditioning", "off"),
         )
     elif metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text())
-        for key in ("model", "cubic", "n_files", "ratio", "lowpass"):
+        for key in ("model", "cubic", "n_files", "ratio", "lowpass", "split", "input_conditioning"):
             if key in metrics:
                 record[key] = metrics[key]
     else:
