@@ -138,11 +138,10 @@ ARM ?= regression
 SPEECH_R4_EXPERIMENT_regression := speech_r4
 SPEECH_R4_EXPERIMENT_adversarial := speech_r4_adversarial \
   init_from=$(SPEECH_R4_DIR)/regression/checkpoints/step8000.ckpt
-resume_if_started = $(if $(wildcard $(1)/checkpoints/last.ckpt),ckpt_path=last)
 speech-r4-train: setup
 	$(PY) -m audio_superres.data.demo_speech
 	OMP_NUM_THREADS=1 $(PY) train.py experiment=$(SPEECH_R4_EXPERIMENT_$(ARM)) test_after_fit=false \
-	  hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM) $(call resume_if_started,$(SPEECH_R4_DIR)/$(ARM))
+	  hydra.run.dir=$(SPEECH_R4_DIR)/$(ARM) ckpt_path=auto
 
 speech-r4-evaluate: setup
 	$(eval CKPT := $(SPEECH_R4_DIR)/$(ARM)/checkpoints/best.ckpt)

@@ -224,3 +224,13 @@ def test_train_py_init_from_starts_from_the_given_weights(tiny_corpus, ckpt, tmp
     for k, v in start.items():
         if k.startswith("model."):
             assert torch.equal(last[k], v), k  # lr 0: still the given weights
+
+
+def test_ckpt_path_auto_resumes_only_what_exists(tmp_path):
+    from audio_superres.tasks.train import resolve_ckpt_path
+
+    assert resolve_ckpt_path("auto", tmp_path) is None
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"x")
+    assert resolve_ckpt_path("auto", tmp_path) == str(last)

@@ -131,9 +131,14 @@ def drop_progress_bar_if_disabled(callbacks: list[Any], trainer_cfg: DictConfig)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """`last` means this run directory's checkpoints/last.ckpt (rerun with its hydra.run.dir)."""
+    """`last` means this run directory's checkpoints/last.ckpt (rerun with its hydra.run.dir);
+    `auto` means that file if it exists, else a fresh start (a long run's one command, run again
+    after any interruption)."""
     if ckpt_path in (None, "", "null"):
         return None
+    if ckpt_path == "auto":
+        path = output_dir / "checkpoints" / "last.ckpt"
+        return str(path) if path.is_file() else None
     if ckpt_path == "last":
         path = output_dir / "checkpoints" / "last.ckpt"
         if not path.is_file():
