@@ -65,16 +65,22 @@ TINY_UNET = {
 
 
 def write_tiny_checkpoint(
-    path: Path, lowpass: str = "chebyshev", final_std: float | None = None, **extra: object
+    path: Path,
+    lowpass: object = "chebyshev",
+    final_std: float | None = None,
+    model: dict | None = None,
+    **extra: object,
 ) -> Path:
-    """An untrained `TINY_UNET` checkpoint as Lightning writes it (state_dict + hyper_parameters),
-    seeded: the same weights every time. `final_std`: its last conv re-drawn with that std, so
-    that the net, not its upsampled input, shapes the output; `extra`: more top-level entries
-    (e.g. global_step)."""
+    """An untrained checkpoint of `model` (default `TINY_UNET`) as Lightning writes it
+    (state_dict + hyper_parameters), seeded: the same weights every time. `final_std`: its last
+    conv re-drawn with that std, so that the net, not its upsampled input, shapes the output;
+    `extra`: more top-level entries (e.g. global_step)."""
     from audio_superres.module import SuperResolutionModule  # Lightning: only when asked for
 
     torch.manual_seed(0)
-    module = SuperResolutionModule(model=TINY_UNET, ratio=4, sample_rate=16000, lowpass=lowpass)
+    module = SuperResolutionModule(
+        model=model or TINY_UNET, ratio=4, sample_rate=16000, lowpass=lowpass
+    )
     if final_std is not None:
         torch.nn.init.normal_(module.model.final.weight, std=final_std)
     state = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}

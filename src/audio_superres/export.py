@@ -4,6 +4,7 @@ weights in safetensors and a JSON model card that records how the model was made
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -19,7 +20,6 @@ from audio_superres.pretrained import (
     CARD_KEYS,
     MAX_BUNDLED_BYTES,
     read_card,
-    sha256_of,
 )
 from audio_superres.resolver import SuperResolver
 from audio_superres.utils import atomic_path
@@ -35,7 +35,7 @@ def export_bundled(
     `folder/NAME.json` (the card: the checkpoint's model config, ratio, rate, training filter,
     the weights' size and SHA-256, plus `card_fields`) from a training checkpoint. Each file is
     written to a temporary name and renamed: never half-written. Returns the card's path."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     ckpt = load_checkpoint(ckpt_path)
     hp = ckpt["hyper_parameters"]
@@ -43,17 +43,17 @@ def export_bundled(
     weights = {
         k: v.detach().to(torch.float32).contiguous() for k, v in generator.state_dict().items()
     }
-    folder = Path(folder)
-    weights_file = folder / f"{name}.safetensors"
-    with atomic_path(weights_file) as tmp:
-        save_file(weights, str(tmp), metadata={"name": name, "format": str(CARD_FORMAT)})
-    size = weights_file.stat().st_size
-    if size > MAX_BUNDLED_BYTES:
-        weights_file.unlink()
+    data = save(weights, metadata={"name": name, "format": str(CARD_FORMAT)})
+    size = len(data)
+    if size > MAX_BUNDLED_BYTES:  # refused before anything is written
         raise CheckpointError(
             f"{ckpt_path}: its generator's weights take {size / 1e6:.1f} MB, over the "
             f"{MAX_BUNDLED_BYTES / 1e6:.0f} MB a bundled model may take"
         )
+    folder = Path(folder)
+    weights_file = folder / f"{name}.safetensors"
+    with atomic_path(weights_file) as tmp:
+        tmp.write_bytes(data)
     card: dict[str, Any] = {
         "name": name,
         "format": CARD_FORMAT,
@@ -64,7 +64,7 @@ def export_bundled(
         "weights": {
             "file": weights_file.name,
             "bytes": size,
-            "sha256": sha256_of(weights_file),
+            "sha256": hashlib.sha256(data).hexdigest(),
             "parameters": int(sum(v.numel() for v in weights.values())),
             "dtype": "float32",
         },

@@ -37,13 +37,13 @@ MAX_BUNDLED_BYTES = 10_000_000  # a bundled model travels in git and in the whee
 CARD_KEYS = ("name", "format", "model", "ratio", "sample_rate", "training_lowpass", "weights")
 
 
-def card_path(name_or_path: str | os.PathLike, folder: Path | None = None) -> Path:
-    """The card of a bundled model's name (in `folder`, default the package's), or of a path to
-    a `.json` card or its `.safetensors` weights."""
+def card_path(name_or_path: str | os.PathLike) -> Path:
+    """The card of a bundled model's name (in the package's `weights/`), or of a path to a
+    `.json` card or its `.safetensors` weights."""
     text = str(name_or_path)
     if text.endswith((".json", ".safetensors")) or os.sep in text:
         return Path(text).with_suffix(".json")
-    return (folder or WEIGHTS_DIR) / f"{text}.json"
+    return WEIGHTS_DIR / f"{text}.json"
 
 
 def read_card(path: str | os.PathLike) -> dict[str, Any]:
@@ -70,30 +70,21 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
     return card
 
 
-def bundled_models(folder: Path | None = None) -> dict[str, dict[str, Any]]:
-    """The models bundled in `folder` (default: the package's), name -> model card."""
-    folder = folder or WEIGHTS_DIR
-    if not folder.is_dir():
+def bundled_models() -> dict[str, dict[str, Any]]:
+    """The models bundled in the package's `weights/`, name -> model card."""
+    if not WEIGHTS_DIR.is_dir():
         return {}
-    return {p.stem: read_card(p) for p in sorted(folder.glob("*.json"))}
+    return {p.stem: read_card(p) for p in sorted(WEIGHTS_DIR.glob("*.json"))}
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_bundled(name_or_path: str | os.PathLike, folder: Path | None = None) -> dict[str, Any]:
+def load_bundled(name_or_path: str | os.PathLike) -> dict[str, Any]:
     """A bundled model as `checkpoint.load_checkpoint` gives a checkpoint: its stored configs
     checked against the allow-list, its weights read with safetensors and checked against the
     card's SHA-256. `where` for errors is the card's path."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
-    path = card_path(name_or_path, folder)
+    path = card_path(name_or_path)
     card = read_card(path)
     hp = {
         "model": card["model"],
@@ -105,15 +96,19 @@ def load_bundled(name_or_path: str | os.PathLike, folder: Path | None = None) ->
     weights_file = path.parent / str(card["weights"].get("file", f"{path.stem}.safetensors"))
     if not weights_file.is_file():
         raise CheckpointError(f"{weights_file}: the weights of model card {path} are missing")
+    try:
+        data = weights_file.read_bytes()  # read once: hashed, then parsed
+    except OSError as exc:
+        raise CheckpointError(f"{weights_file}: not readable safetensors ({exc})") from exc
     expected = card["weights"].get("sha256")
-    if expected and sha256_of(weights_file) != expected:
+    if expected and hashlib.sha256(data).hexdigest() != expected:
         raise CheckpointError(
             f"{weights_file}: its SHA-256 differs from the one in {path.name} (a damaged or "
             "replaced file)"
         )
     try:
-        weights = load_file(str(weights_file))
-    except (SafetensorError, OSError, ValueError) as exc:
+        weights = load(data)
+    except (SafetensorError, ValueError) as exc:
         raise CheckpointError(f"{weights_file}: not readable safetensors ({exc})") from exc
     training = card.get("training") or {}
     return {

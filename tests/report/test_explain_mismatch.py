@@ -10,28 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
-from audio_superres.module import SuperResolutionModule
 from audio_superres.report.explain_mismatch import band_energies, main, set_top_band
 
-from ..conftest import voiced_signal
-
-UNET = {
-    "_target_": "audio_superres.models.AudioUNet",
-    "ratio": 4,
-    "filters": [8, 8],
-    "kernels": [9, 9],
-    "bottleneck_filters": 8,
-}
-
-
-def write_ckpt(path: Path, model: dict, lowpass: object = "chebyshev") -> Path:
-    torch.manual_seed(0)
-    module = SuperResolutionModule(model=model, ratio=4, sample_rate=16000, lowpass=lowpass)
-    state = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
-    torch.save(state, path)
-    return path
+from ..conftest import TINY_UNET, voiced_signal, write_tiny_checkpoint
 
 
 def test_band_energies_add_up_to_the_signal_energy():
@@ -71,10 +53,16 @@ def clips(tmp_path: Path) -> Path:
 
 
 def test_end_to_end_on_tiny_models(tmp_path, clips):
-    cubic_net = write_ckpt(tmp_path / "cubic.ckpt", {**UNET, "upsampler": "cubic"})
-    sinc_net = write_ckpt(tmp_path / "sinc.ckpt", {**UNET, "upsampler": "sinc"})
-    robust = write_ckpt(
-        tmp_path / "robust.ckpt", {**UNET, "upsampler": "sinc"}, {"kind": "random", "p_none": 0.25}
+    cubic_net = write_tiny_checkpoint(
+        tmp_path / "cubic.ckpt", model={**TINY_UNET, "upsampler": "cubic"}
+    )
+    sinc_net = write_tiny_checkpoint(
+        tmp_path / "sinc.ckpt", model={**TINY_UNET, "upsampler": "sinc"}
+    )
+    robust = write_tiny_checkpoint(
+        tmp_path / "robust.ckpt",
+        {"kind": "random", "p_none": 0.25},
+        model={**TINY_UNET, "upsampler": "sinc"},
     )
     out = tmp_path / "out"
     results = main([
@@ -136,7 +124,7 @@ def test_single_file_band_error_matches_the_metric_snr(tmp_path):
     folder.mkdir()
     sf.write(folder / "a.wav", voiced_signal(np.random.default_rng(5), 0.5, 16000), 16000,
              subtype="FLOAT")  # fmt: skip
-    ckpt = write_ckpt(tmp_path / "m.ckpt", {**UNET, "upsampler": "cubic"})
+    ckpt = write_tiny_checkpoint(tmp_path / "m.ckpt", model={**TINY_UNET, "upsampler": "cubic"})
     results = main(["--ckpt", str(ckpt), "--files", str(folder), "-o", str(tmp_path / "o"),
                     "--filters", "bessel", "--variants", "plain", "refilter"])  # fmt: skip
     (model,) = results["models"].values()
