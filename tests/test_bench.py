@@ -211,3 +211,21 @@ def test_sections_that_need_inputs_say_so(capsys) -> None:
     with pytest.raises(SystemExit):
         bench.main(["cache"])
     assert "cache needs --corpus-root" in capsys.readouterr().err
+
+
+def test_step_section_times_each_experiments_own_step_and_profiles_it(capsys) -> None:
+    """`bench step`: the experiment's module as train.py builds it (its loss, filter and
+    optimiser), one figure per experiment and precision, and the profiler's table when asked."""
+    assert bench.main(["step", "--quick", "--experiment", "demo_apbwe", "demo",
+                       "--precision", "32", "bf16", "--profile", "5"]) == 0
+    out = capsys.readouterr().out
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(r["experiment"], r["precision"]) for r in records] == [
+        ("demo_apbwe", "32"), ("demo_apbwe", "bf16"), ("demo", "32"), ("demo", "bf16")]
+    for r in records:
+        assert r["figure"] == "training_step" and r["batch_size"] == 2 and r["patch_len"] == 2048
+        _finite_positive(r, "step_s", "steps_per_s")
+    assert records[0]["loss"].endswith("APBWELoss") and records[2]["loss"].endswith("RMSELoss")
+    assert out.count("Self CPU time total") == 4  # one profile table per figure
+    with pytest.raises(SystemExit, match="adversarially"):
+        bench.main(["step", "--quick", "--experiment", "speech_r4_adversarial"])

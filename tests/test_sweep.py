@@ -203,6 +203,24 @@ def test_summary_marks_jobs_without_results(tmp_path):
         sweep.summarize(tmp_path / "nope")
 
 
+def test_summary_rows_name_the_lowpass_config_not_its_kind(tmp_path):
+    """lowpass=robust draws as kind `random`: its rows must still read `robust`, apart from
+    lowpass=random's (Hydra's config choice, .hydra/hydra.yaml)."""
+    for n, choice in ((0, "random"), (1, "robust")):
+        hydra_dir = tmp_path / str(n) / ".hydra"
+        hydra_dir.mkdir(parents=True)
+        (hydra_dir / "overrides.yaml").write_text(f"- lowpass={choice}\n")
+        (hydra_dir / "config.yaml").write_text("seed: 1\nlowpass: {kind: random}\n")
+        (hydra_dir / "hydra.yaml").write_text(
+            f"hydra:\n  runtime:\n    choices:\n      lowpass: {choice}\n")
+        scores = {"model": {"snr": 10.0 + n, "lsd": 1.0}, "cubic": {"snr": 9.0, "lsd": 2.0}}
+        metrics = {"lowpass": "random", "by_lowpass": {"none": scores}}
+        (tmp_path / str(n) / "metrics.json").write_text(json.dumps(metrics))
+        (tmp_path / str(n) / "status.json").write_text(json.dumps({"status": "completed"}))
+    rows = {r["job"]: r["train_lowpass"] for r in sweep.collect(tmp_path)}
+    assert rows == {"0": "random", "1": "robust"}
+
+
 def test_parse_test_lowpass():
     pairs = parse_test_lowpass(["none", {"kind": "elliptic", "order": 4, "name": "ell4"}])
     assert [(n, s.kind) for n, s in pairs] == [("none", "none"), ("ell4", "elliptic")]
@@ -283,6 +301,7 @@ def test_launcher_presets_compose():
 def test_mismatch_demo_sweep_budget():
     cfg = compose_with_hydra(["sweep=filter_mismatch_demo", "experiment=demo"])
     params = cfg.hydra.sweeper.params
-    assert params.lowpass == "none,chebyshev,butterworth,random" and str(params.seed) == "1234"
+    assert params.lowpass == "none,chebyshev,butterworth,random,robust"
+    assert str(params.seed) == "1234"
     assert cfg.trainer.max_time == "00:00:06:00" and cfg.data.test_max_files == 24
     assert len(cfg.test_lowpass) == 5 and cfg.model.filters == [32, 64, 128, 128]

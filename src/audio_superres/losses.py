@@ -13,7 +13,11 @@ import torch.nn.functional as F
 from auraloss.freq import MultiResolutionSTFTLoss
 from torch import Tensor, nn
 
-from audio_superres.dsp.amplitude_phase import AmplitudePhaseSTFT, anti_wrap, float32_region
+from audio_superres.dsp.amplitude_phase import (
+    AmplitudePhaseSTFT,
+    float32_region,
+    wrap_phase,
+)
 
 Spectrum = tuple[Tensor, Tensor]  # a spectral generator's (log_amplitude, phase)
 
@@ -246,6 +250,107 @@ class MRSTFTLoss(nn.Module):
         )
 
 
+SPECTRAL_TERMS = ("amplitude", "phase_ip", "phase_gd", "phase_iaf", "complex")
+
+
+def _diff_adjoint(g: Tensor, dim: int) -> Tensor:
+    """The adjoint of `x.diff(dim=dim)`: maps a gradient on the differences to one on `x`
+    (`out[0] = -g[0]`, `out[j] = g[j-1] - g[j]`, `out[-1] = g[-1]`)."""
+    after = [0, 0] * (g.ndim - 1 - dim % g.ndim)
+    return F.pad(g, [*after, 1, 0]) - F.pad(g, [*after, 0, 1])
+
+
+class _SpectralTerms(torch.autograd.Function):
+    """AP-BWE's amplitude, phase (ip, gd, iaf) and complex terms of a predicted log-amplitude
+    and phase against the target's, as one vector `SPECTRAL_TERMS`, with a hand-written backward.
+
+    Written as autograd would run it, these terms make some fifty float32 passes over the
+    `(B, n_fft//2+1, frames)` spectra per step (wrap, diff, exp, cos, sin, stack, and each op's
+    backward): the largest cost of an AP-BWE training step on a CPU (docs/performance.md). Here
+    the forward keeps what the backward needs (the amplitude error, the signs of the wrapped phase
+    differences, `Z = e^{A + iP}` and `E = Z - Z_T` as real and imaginary parts: `torch.polar`
+    and complex `abs` are several times slower than the real passes on a CPU), and the backward is
+    `g_A = 2 w_amp (A - A_T) / n + w_c Re(conj(E) Z) / n` and
+    `g_P = -w_ip s_ip / n - w_gd D_f^T s_gd / n_gd - w_iaf D_t^T s_iaf / n_iaf`
+    `- w_c Im(conj(E) Z) / n`
+    (`s` the signs, `D^T` the adjoint of a difference). The same values and gradients as autograd
+    through the definitions, to float rounding (tests/test_losses_apbwe.py).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, amp: Tensor, pha: Tensor, amp_t: Tensor, pha_t: Tensor, com_t: tuple[Tensor, Tensor]
+    ) -> Tensor:
+        values, saved = spectral_terms_forward(amp, pha, amp_t, pha_t, *com_t)
+        ctx.save_for_backward(*saved)
+        return values
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return (*spectral_terms_backward(grad, *ctx.saved_tensors), None, None, None)
+
+
+def _mean_or_zero(x: Tensor) -> Tensor:
+    return x.mean() if x.numel() else x.new_zeros(())
+
+
+def spectral_terms_forward(
+    amp: Tensor, pha: Tensor, amp_t: Tensor, pha_t: Tensor, com_t_re: Tensor, com_t_im: Tensor
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """`_SpectralTerms`' forward as plain tensor code (no autograd): the terms and what the
+    backward needs."""
+    amp_err = amp - amp_t
+    delta = pha_t - pha  # the phase differences' differences are this one's differences
+    # a difference over one frame (or one bin) is empty: no differences, no loss, no gradient
+    wrapped = (wrap_phase(delta), wrap_phase(delta.diff(dim=1)), wrap_phase(delta.diff(dim=2)))
+    amplitude = torch.exp(amp)
+    com_re, com_im = amplitude * torch.cos(pha), amplitude * torch.sin(pha)
+    err_re, err_im = com_re - com_t_re, com_im - com_t_im
+    values = torch.stack(
+        [
+            amp_err.square().mean(),
+            *(_mean_or_zero(w.abs()) for w in wrapped),
+            (err_re.square().sum() + err_im.square().sum()) / (2 * err_re.numel()),
+        ]
+    )
+    return values, (amp_err, com_re, com_im, err_re, err_im, *(w.sign() for w in wrapped))
+
+
+def spectral_terms_backward(
+    grad: Tensor,
+    amp_err: Tensor,
+    com_re: Tensor,
+    com_im: Tensor,
+    err_re: Tensor,
+    err_im: Tensor,
+    sign_ip: Tensor,
+    sign_gd: Tensor,
+    sign_iaf: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """`_SpectralTerms`' backward as plain tensor code: `(g_A, g_P)` for the terms' gradient
+    `grad` (one weight per term)."""
+    n = amp_err.numel()
+    # conj(E) Z = (err_re com_re + err_im com_im) + i (err_re com_im - err_im com_re)
+    g_amp = (err_re * com_re + err_im * com_im) * (grad[4] / n) + amp_err * (2.0 * grad[0] / n)
+    g_pha = (err_im * com_re - err_re * com_im) * (grad[4] / n)
+    g_pha = g_pha - sign_ip * (grad[1] / max(1, sign_ip.numel()))
+    for k, (dim, sign) in enumerate(((1, sign_gd), (2, sign_iaf)), start=2):
+        if sign.numel():
+            g_pha = g_pha - _diff_adjoint(sign, dim) * (grad[k] / sign.numel())
+    return g_amp, g_pha
+
+
+def apbwe_spectral_terms(amp: Tensor, pha: Tensor, amp_t: Tensor, pha_t: Tensor) -> Tensor:
+    """AP-BWE's spectral terms (`SPECTRAL_TERMS`, one vector) of a log-amplitude and phase
+    `(B, F, T)` against the target's: amplitude MSE, anti-wrapped phase ip / gd / iaf means,
+    complex MSE over real and imaginary parts. Differentiable in `amp` and `pha` (hand-written
+    backward); the target's are data."""
+    with torch.no_grad():
+        amplitude_t = torch.exp(amp_t)
+        com_t = (amplitude_t * torch.cos(pha_t), amplitude_t * torch.sin(pha_t))
+    return _SpectralTerms.apply(amp, pha, amp_t.detach(), pha_t.detach(), com_t)
+
+
 class APBWELoss(nn.Module):
     """AP-BWE's training loss (Lu et al. 2024) without the GAN terms, for any model's waveform.
 
@@ -310,18 +415,21 @@ class APBWELoss(nn.Module):
 
     @staticmethod
     def _complex(log_amplitude: Tensor, phase: Tensor) -> Tensor:
+        """`e^{A + iP}` as real and imaginary parts (last dim)."""
         amplitude = torch.exp(log_amplitude)
         return torch.stack((amplitude * torch.cos(phase), amplitude * torch.sin(phase)), dim=-1)
 
     def terms(
         self, pred: Tensor, target: Tensor, pred_spectrum: Spectrum | None = None
     ) -> dict[str, Tensor]:
-        """The unweighted components, by name (see the class docstring), as float32 scalars."""
+        """The unweighted components, by name (see the class docstring), as float32 scalars.
+        Gradients reach `pred` and `pred_spectrum`; the target is data (none reach it)."""
         if pred.shape != target.shape:
             raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
         with float32_region(pred.device):
             pred, target = pred.float().flatten(1), target.float().flatten(1)
-            amp_t, pha_t = self.stft(target)
+            with torch.no_grad():
+                amp_t, pha_t = self.stft(target)
             amp_w, pha_w = self.stft(pred)
             if pred_spectrum is None:
                 amp_g, pha_g = amp_w, pha_w
@@ -334,17 +442,9 @@ class APBWELoss(nn.Module):
                         f"match the STFT of the waveform {tuple(amp_t.shape)}"
                     )
                 consistency = F.mse_loss(self._complex(amp_g, pha_g), self._complex(amp_w, pha_w))
+            spectral = apbwe_spectral_terms(amp_g, pha_g, amp_t, pha_t)
             return {
-                "amplitude": F.mse_loss(amp_g, amp_t),
-                "phase_ip": anti_wrap(pha_t - pha_g).mean(),
-                "phase_gd": anti_wrap(pha_t.diff(dim=1) - pha_g.diff(dim=1)).mean(),
-                # a signal shorter than one hop has one frame: no time difference, no loss
-                "phase_iaf": (
-                    anti_wrap(pha_t.diff(dim=2) - pha_g.diff(dim=2)).mean()
-                    if pha_t.shape[2] > 1
-                    else pred.new_zeros(())
-                ),
-                "complex": F.mse_loss(self._complex(amp_g, pha_g), self._complex(amp_t, pha_t)),
+                **dict(zip(SPECTRAL_TERMS, spectral.unbind(), strict=True)),
                 "consistency": consistency,
                 "waveform": self.waveform_loss(pred, target),
             }

@@ -210,8 +210,8 @@ def test_summary_counts_the_layers_by_hand():
     per_frame = {
         "Conv1d": 2 * bins * c * k + 2 * layers * c * k,
         "Linear": 2 * layers * 6 * c * c + 3 * c * bins,
-        "LayerNorm": 2 * (2 * layers * c + 2 * c),  # blocks' and output norms, 2 per element
-        "ChannelLayerNorm": 2 * 2 * c,
+        # blocks', input and output norms, 2 per element
+        "LayerNorm": 2 * (2 * layers * c + 2 * c) + 2 * 2 * c,
     }
     for layer, macs in per_frame.items():
         assert s["macs_by_layer"][layer] == frames * macs, layer

@@ -13,6 +13,8 @@ Sections (default: the core five, which need nothing but this repository):
   seams     chunked vs whole-file output on real recordings (--files, default the VCTK clips)
   upsample  upsample.py peak RSS and speed per input kind and length (--ckpt; fresh processes)
   cache     prepare a folder corpus (--corpus-root): throughput and peak memory
+  step      an experiment's own training step (its losses, filter, optimiser; no Trainer):
+            seconds per step in each --precision; --profile N prints the top N operators
 
 `stream` and `seams` use --ckpt when given, else an untrained --infer-model.
 """
@@ -26,7 +28,7 @@ from pathlib import Path
 from audio_superres.bench import core
 from audio_superres.bench.records import emit
 
-EXTRA_FIGURES = ("stream", "seams", "upsample", "cache")
+EXTRA_FIGURES = ("stream", "seams", "upsample", "cache", "step")
 SECTIONS = (*core.CORE_FIGURES, *EXTRA_FIGURES)
 
 
@@ -88,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--upsample-overrides", nargs="*", default=[],
                    help="more upsample.py overrides, e.g. batch_size=4")
     g.add_argument("--workdir", default=None, help="upsample inputs/outputs (default: a tmp dir)")
+    g = p.add_argument_group("step")
+    g.add_argument("--experiment", nargs="+", default=["demo", "demo_apbwe"],
+                   help="conf/experiment names (default: demo demo_apbwe)")
+    g.add_argument("--step-overrides", nargs="*", default=[],
+                   help="more train.py overrides, e.g. loss=apbwe")
+    g.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="print torch.profiler's top N operators (self CPU time) per step figure")
     g = p.add_argument_group("prepare / cache")
     g.add_argument("--prepare-hours", type=float, default=None)
     g.add_argument("--prepare-workers", type=int, default=-1, help="decoding processes (-1: all)")
@@ -150,6 +159,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         seconds = args.upsample_seconds or ((1.0, 3.0) if quick else DEFAULT_SECONDS)
         upsample_figures(args.ckpt, seconds, args.upsample_kinds, args.speech,
                          args.upsample_overrides, args.workdir)
+    if "step" in what:
+        from audio_superres.bench.step import training_step_figure
+
+        for experiment in args.experiment:
+            for precision in precisions:
+                training_step_figure(
+                    experiment, device, precision, steps=args.steps or (2 if quick else 10),
+                    batch_size=args.batch_size or (2 if quick else None),
+                    patch_len=args.patch_len or (2048 if quick else None),
+                    overrides=args.step_overrides, profile_rows=args.profile)
     if "cache" in what:
         from audio_superres.bench.prepare import prepare_folder
 

@@ -115,9 +115,11 @@ def count_macs(model: nn.Module, *inputs: Tensor) -> dict[str, int]:
     """MACs of one `model(*inputs)` call, by layer type, counted by forward hooks."""
     counts: dict[str, int] = defaultdict(int)
 
-    def hook_for(counter: Callable[[Any, tuple, Any], int]) -> Callable[..., None]:
+    def hook_for(
+        name: str, counter: Callable[[Any, tuple, Any], int]
+    ) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            counts[type(module).__name__] += int(counter(module, args, output))
+            counts[name] += int(counter(module, args, output))
 
         return hook
 
@@ -125,7 +127,8 @@ def count_macs(model: nn.Module, *inputs: Tensor) -> dict[str, int]:
     for module in model.modules():
         for cls, counter in MAC_COUNTERS.items():
             if isinstance(module, cls):
-                handles.append(module.register_forward_hook(hook_for(counter)))
+                # by layer family: a subclass (a depthwise conv over frames) counts as its base
+                handles.append(module.register_forward_hook(hook_for(cls.__name__, counter)))
                 break
     try:
         model(*inputs)

@@ -100,6 +100,14 @@ def _override_dict(overrides: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def lowpass_choice(job_dir: Path) -> str:
+    """The job's `lowpass` config name as Hydra chose it (`.hydra/hydra.yaml`), e.g. `robust`,
+    whose filter kind (`random`) would not tell it from `lowpass=random`; "" when unknown."""
+    hydra_cfg = _read_yaml(job_dir / ".hydra" / "hydra.yaml") or {}
+    choices = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+    return str(choices.get("lowpass") or "")
+
+
 def read_job(job_dir: Path, sweep_dir: Path) -> list[dict[str, Any]]:
     """Summary rows of one job: one per test filter, or one row saying why there are none."""
     overrides = [str(o) for o in (_read_yaml(job_dir / ".hydra" / "overrides.yaml") or [])]
@@ -109,7 +117,9 @@ def read_job(job_dir: Path, sweep_dir: Path) -> list[dict[str, Any]]:
     lowpass_cfg = config.get("lowpass") or {}
     base: dict[str, Any] = {
         "job": job_dir.relative_to(sweep_dir).as_posix(),
-        "train_lowpass": (metrics or {}).get("lowpass") or lowpass_cfg.get("kind", ""),
+        "train_lowpass": lowpass_choice(job_dir)
+        or (metrics or {}).get("lowpass")
+        or lowpass_cfg.get("kind", ""),
         "seed": config.get("seed", ""),
         "ratio": (metrics or {}).get("ratio", config.get("ratio", "")),
         "best_val_snr": (metrics or {}).get("best_val_snr", ""),
