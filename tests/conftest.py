@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +13,6 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 SHARED = Path(os.environ.get("AUDIO_SUPERRES_SHARED", REPO.parent / "shared"))
-
-# a W&B run that names no folder writes ./wandb; tests leave none in the checkout (where it would
-# also make ruff take `wandb` for a first-party package)
-os.environ.setdefault("WANDB_DIR", tempfile.mkdtemp(prefix="audio-superres-tests-wandb-"))
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one worker per core: one torch thread each (and in the scripts the tests

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from auraloss.freq import MultiResolutionSTFTLoss
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from audio_superres.dsp.amplitude_phase import (
     AmplitudePhaseSTFT,
@@ -286,6 +287,7 @@ class _SpectralTerms(torch.autograd.Function):
         return values
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         return (*spectral_terms_backward(grad, *ctx.saved_tensors), None, None, None)
 

@@ -5,6 +5,11 @@
 `pad_mode="constant"`: defined for any length, and the same near an end whatever the signal's
 length). `InverseAmplitudePhaseSTFT` undoes it exactly: spectrum `(exp(A) - eps) e^{i phase}`.
 Used by the AP-BWE generator (`models.apbwe`) and its training loss (`losses.APBWELoss`).
+
+The STFT's, the log-amplitude/phase's and the synthesis' backward passes are written in closed
+form (`hann_stft`, `log_amplitude_phase`, `polar_spectrum`): autograd through their pieces made
+dozens of float32 passes over the spectra per training step (docs/performance.md, "The lean
+AP-BWE step"). They are differentiable once (no double backward).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "LOG_AMPLITUDE_EPS",
@@ -65,6 +71,7 @@ class _LogAmplitudePhase(torch.autograd.Function):
         return torch.log(magnitude + eps), torch.angle(spec)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g_amp: Tensor | None, g_pha: Tensor | None):  # type: ignore[override]
         spec, magnitude = ctx.saved_tensors
         inv = torch.where(magnitude > 0, magnitude.reciprocal(), 0.0)
@@ -73,7 +80,7 @@ class _LogAmplitudePhase(torch.autograd.Function):
         return torch.complex(real, imag) * spec, None
 
 
-def log_amplitude_phase(spec: Tensor, eps: float = LOG_AMPLITUDE_EPS) -> Tensor:
+def log_amplitude_phase(spec: Tensor, eps: float = LOG_AMPLITUDE_EPS) -> tuple[Tensor, Tensor]:
     """`(log(|X| + eps), angle(X))` of a complex spectrum, differentiable with a closed-form
     backward (the AP-BWE representation; `AmplitudePhaseSTFT` and `losses.APBWELoss`)."""
     return _LogAmplitudePhase.apply(spec, eps)
@@ -93,6 +100,7 @@ class _PolarSpectrum(torch.autograd.Function):
         return torch.complex(real, imag)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         amplitude, cos, sin, real, imag = ctx.saved_tensors
         g_re, g_im = (part.contiguous() for part in torch.view_as_real(grad).unbind(-1))
@@ -128,6 +136,7 @@ class _HannSTFT(torch.autograd.Function):
         )
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         (window,) = ctx.saved_tensors
         n_fft, hop, win, length = ctx.sizes
