@@ -215,3 +215,22 @@ def test_polar_spectrum_inverts_log_amplitude_phase_with_autograds_gradient():
     assert torch.allclose(polar_spectrum(amp, pha, 1e-4), spec, atol=1e-12)
     inputs = (amp.clone().requires_grad_(), pha.clone().requires_grad_())
     assert torch.autograd.gradcheck(lambda a, p: polar_spectrum(a, p, 1e-4), inputs)
+
+
+def test_closed_form_functions_take_any_gradient_autograd_hands_them():
+    """A conjugated upstream gradient reaches `polar_spectrum` as a lazy conjugate, and a learnt
+    window must get its gradient from `hann_stft`: both as autograd through the plain ops."""
+    g = torch.Generator().manual_seed(7)
+    amp, pha = torch.randn(2, 5, 3, generator=g), torch.randn(2, 5, 3, generator=g)
+    w = torch.randn(2, 5, 3, generator=g)
+    grads = []
+    for fn in (polar_spectrum, lambda a, p, eps: torch.polar(a.exp(), p) - eps * torch.polar(
+            torch.ones_like(a), p)):
+        a, p = amp.clone().requires_grad_(), pha.clone().requires_grad_()
+        (fn(a, p, 1e-4).conj() * w).imag.sum().backward()
+        grads.append((a.grad, p.grad))
+    for fast, reference in zip(*grads, strict=True):
+        assert torch.allclose(fast, reference, atol=1e-5)
+    window = torch.hann_window(16).requires_grad_()
+    hann_stft(torch.randn(2, 64, requires_grad=True), 32, 4, 16, window).abs().sum().backward()
+    assert window.grad is not None and window.grad.abs().sum() > 0

@@ -335,7 +335,7 @@ def spectral_terms_backward(
     # conj(E) Z = (err_re com_re + err_im com_im) + i (err_re com_im - err_im com_re)
     g_amp = (err_re * com_re + err_im * com_im) * (grad[4] / n) + amp_err * (2.0 * grad[0] / n)
     g_pha = (err_im * com_re - err_re * com_im) * (grad[4] / n)
-    g_pha = g_pha - sign_ip * (grad[1] / max(1, sign_ip.numel()))
+    g_pha = g_pha - sign_ip * (grad[1] / n)
     for k, (dim, sign) in enumerate(((1, sign_gd), (2, sign_iaf)), start=2):
         if sign.numel():
             g_pha = g_pha - _diff_adjoint(sign, dim) * (grad[k] / sign.numel())

@@ -16,6 +16,7 @@ regression objective; an adversarial step is two optimisers and is not timed her
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -92,21 +93,21 @@ def training_step_figure(
 
     for i in range(warmup):
         step(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     times = []
-    profiler = None
-    if profile_rows:
-        from torch.profiler import ProfilerActivity, profile
+    with contextlib.ExitStack() as stack:
+        profiler = None
+        if profile_rows:
+            from torch.profiler import ProfilerActivity, profile
 
-        profiler = profile(activities=[ProfilerActivity.CPU])
-        profiler.__enter__()
-    for i in range(steps):
-        start = time.perf_counter()
-        step(i)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    if profiler is not None:
-        profiler.__exit__(None, None, None)
+            profiler = stack.enter_context(profile(activities=[ProfilerActivity.CPU]))
+        for i in range(steps):
+            start = time.perf_counter()
+            step(i)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
     seconds = float(np.median(times))
     record = {"figure": "training_step", "experiment": experiment, "model": cfg.model._target_,
               "loss": cfg.loss._target_, "overrides": list(overrides),

@@ -103,7 +103,7 @@ class _PolarSpectrum(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         amplitude, cos, sin, real, imag = ctx.saved_tensors
-        g_re, g_im = (part.contiguous() for part in torch.view_as_real(grad).unbind(-1))
+        g_re, g_im = grad.real.contiguous(), grad.imag.contiguous()  # also for a lazy conj
         g_amp = (g_re * cos).add_(g_im * sin).mul_(amplitude)
         g_pha = (g_im * real).sub_(g_re * imag)
         return g_amp, g_pha, None
@@ -158,9 +158,10 @@ class _HannSTFT(torch.autograd.Function):
 
 def hann_stft(wave: Tensor, n_fft: int, hop_length: int, win_length: int, window: Tensor) -> Tensor:
     """`torch.stft(wave, ..., center=True, pad_mode="constant", return_complex=True)` of `(B, n)`
-    signals; differentiable with a leaner backward (`_HannSTFT`)."""
-    if wave.ndim != 2 or not wave.requires_grad:
-        return torch.stft(
+    signals with a fixed window (AP-BWE's Hann window; any window works), differentiable in the
+    signal with a leaner backward (`_HannSTFT`)."""
+    if wave.ndim != 2 or not wave.requires_grad or window.requires_grad:  # (a learnt window:
+        return torch.stft(  # autograd's backward, which also differentiates the window)
             wave, n_fft, hop_length, win_length, window=window, center=True,
             pad_mode="constant", return_complex=True,
         )
@@ -186,19 +187,23 @@ class _HannFrames(nn.Module):
 class AmplitudePhaseSTFT(_HannFrames):
     """Waveform `(B, n)` -> log-amplitude `log(|X| + eps)` and phase, each `(B, n_fft//2+1, T)`.
 
-    `T = n // hop_length + 1` frames centred on multiples of `hop_length` (zero-padded ends).
+    `T = 1 + (n + 2 (n_fft // 2) - n_fft) // hop_length` frames (`n // hop_length + 1` for an
+    even `n_fft`) centred on multiples of `hop_length` (zero-padded ends).
     """
 
     def spectrum(self, wave: Tensor) -> Tensor:
         """The complex STFT `X` `(B, n_fft//2+1, T)` itself, in float32."""
         with float32_region(wave.device):
-            return hann_stft(
-                wave.float(), self.n_fft, self.hop_length, self.win_length, self.window.float()
-            )
+            return self._spectrum(wave)
+
+    def _spectrum(self, wave: Tensor) -> Tensor:
+        return hann_stft(
+            wave.float(), self.n_fft, self.hop_length, self.win_length, self.window.float()
+        )
 
     def forward(self, wave: Tensor) -> tuple[Tensor, Tensor]:
-        with float32_region(wave.device):
-            return log_amplitude_phase(self.spectrum(wave), self.eps)
+        with float32_region(wave.device):  # one region (each is a graph break under compile)
+            return log_amplitude_phase(self._spectrum(wave), self.eps)
 
 
 class InverseAmplitudePhaseSTFT(_HannFrames):
