@@ -177,8 +177,9 @@ class RecordingWandbLogger(WandbLogger):
 
     last: RecordingWandbLogger | None = None
 
-    def __init__(self) -> None:
-        super().__init__(offline=True)
+    def __init__(self, save_dir: str) -> None:
+        # Lightning still opens an offline run on first use of `.experiment`: into save_dir, not ./
+        super().__init__(offline=True, save_dir=save_dir)
         self.metrics: dict[str, Any] = {}
         self.tables: dict[str, Any] = {}
         RecordingWandbLogger.last = self
@@ -212,6 +213,7 @@ def test_media_and_tables_carry_the_test_filter(tiny_corpus, tmp_path):
                 "test_lowpass=[none,chebyshev]",
                 "n_examples=1",
                 f"+logger.recording._target_={__name__}.RecordingWandbLogger",
+                f"+logger.recording.save_dir={tmp_path}",
             ],
             tmp_path / "eval",
         )
