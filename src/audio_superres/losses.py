@@ -17,6 +17,7 @@ from torch.autograd.function import once_differentiable
 from audio_superres.dsp.amplitude_phase import (
     AmplitudePhaseSTFT,
     float32_region,
+    polar_parts,
     wrap_phase,
 )
 
@@ -305,8 +306,7 @@ def spectral_terms_forward(
     delta = pha_t - pha  # the phase differences' differences are this one's differences
     # a difference over one frame (or one bin) is empty: no differences, no loss, no gradient
     wrapped = (wrap_phase(delta), wrap_phase(delta.diff(dim=1)), wrap_phase(delta.diff(dim=2)))
-    amplitude = torch.exp(amp)
-    com_re, com_im = amplitude * torch.cos(pha), amplitude * torch.sin(pha)
+    com_re, com_im = polar_parts(amp, pha)
     err_re, err_im = com_re - com_t_re, com_im - com_t_im
     values = torch.stack(
         [
@@ -348,8 +348,7 @@ def apbwe_spectral_terms(amp: Tensor, pha: Tensor, amp_t: Tensor, pha_t: Tensor)
     complex MSE over real and imaginary parts. Differentiable in `amp` and `pha` (hand-written
     backward); the target's are data."""
     with torch.no_grad():
-        amplitude_t = torch.exp(amp_t)
-        com_t = (amplitude_t * torch.cos(pha_t), amplitude_t * torch.sin(pha_t))
+        com_t = polar_parts(amp_t, pha_t)
     return _SpectralTerms.apply(amp, pha, amp_t.detach(), pha_t.detach(), com_t)
 
 
@@ -418,8 +417,7 @@ class APBWELoss(nn.Module):
     @staticmethod
     def _complex(log_amplitude: Tensor, phase: Tensor) -> Tensor:
         """`e^{A + iP}` as real and imaginary parts (last dim)."""
-        amplitude = torch.exp(log_amplitude)
-        return torch.stack((amplitude * torch.cos(phase), amplitude * torch.sin(phase)), dim=-1)
+        return torch.stack(polar_parts(log_amplitude, phase), dim=-1)
 
     def terms(
         self, pred: Tensor, target: Tensor, pred_spectrum: Spectrum | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,22 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from audio_superres.utils import atomic_write_json
+
+
+def compose_config(
+    overrides: Sequence[str] = (), name: str = "train", return_hydra_config: bool = False
+) -> DictConfig:
+    """The config `python {name}.py OVERRIDES` would run with (`conf/`: `find_conf_dir`), composed
+    outside a Hydra run: for tools that build what a task builds (bench, summaries, tables)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(find_conf_dir()), version_base="1.3"):
+            return compose(name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def single_lightning_log() -> None:

@@ -189,17 +189,12 @@ def machine_peak(device: torch.device, quick: bool = False, repeats: int = 3,
 
 def build_model(name: str, ratio: int = RATIO, device: str | torch.device = "cpu") -> nn.Module:
     """A model of `conf/model/<name>.yaml` (untrained), as train.py builds it."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
     from audio_superres.checkpoint import instantiate_trusted
-    from audio_superres.runs import find_conf_dir
+    from audio_superres.runs import compose_config
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(find_conf_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={name}", f"ratio={ratio}"])
-    GlobalHydra.instance().clear()
+    cfg = compose_config([f"model={name}", f"ratio={ratio}"])
     with torch.device(device):
         return instantiate_trusted(OmegaConf.to_container(cfg.model, resolve=True), "model")
 

@@ -30,28 +30,17 @@ from audio_superres.precision import autocast, choose_precision
 
 def build_experiment_module(experiment: str, overrides: Sequence[str] = ()) -> Any:
     """The LightningModule and config of `train.py experiment=<experiment> [overrides]`."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from audio_superres.runs import find_conf_dir
+    from audio_superres.runs import compose_config
     from audio_superres.tasks.train import build_module
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(find_conf_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}", *overrides])
-    GlobalHydra.instance().clear()
+    cfg = compose_config([f"experiment={experiment}", *overrides])
     return build_module(cfg), cfg
 
 
 def first_optimizer(configured: Any) -> torch.optim.Optimizer:
-    """The generator's optimiser out of whatever `configure_optimizers` returned."""
-    if isinstance(configured, torch.optim.Optimizer):
-        return configured
-    if isinstance(configured, dict):
-        return configured["optimizer"]
-    if isinstance(configured, (list, tuple)):
-        return first_optimizer(configured[0])
-    raise TypeError(f"unexpected configure_optimizers() result {type(configured)}")
+    """The optimiser out of what `configure_optimizers` returns under automatic optimisation:
+    the optimiser, or `{"optimizer": ..., "lr_scheduler": ...}` when there is a schedule."""
+    return configured["optimizer"] if isinstance(configured, dict) else configured
 
 
 def training_step_figure(

@@ -31,6 +31,7 @@ __all__ = [
     "float32_region",
     "hann_stft",
     "log_amplitude_phase",
+    "polar_parts",
     "polar_spectrum",
     "wrap_phase",
 ]
@@ -107,6 +108,13 @@ class _PolarSpectrum(torch.autograd.Function):
         g_amp = (g_re * cos).add_(g_im * sin).mul_(amplitude)
         g_pha = (g_im * real).sub_(g_re * imag)
         return g_amp, g_pha, None
+
+
+def polar_parts(log_amplitude: Tensor, phase: Tensor) -> tuple[Tensor, Tensor]:
+    """`e^{A + iP}` as real and imaginary parts `(e^A cos P, e^A sin P)`: real tensors, several
+    times faster on a CPU than `torch.polar` and complex arithmetic (AP-BWE's complex terms)."""
+    amplitude = torch.exp(log_amplitude)
+    return amplitude * torch.cos(phase), amplitude * torch.sin(phase)
 
 
 def polar_spectrum(log_amplitude: Tensor, phase: Tensor, eps: float = LOG_AMPLITUDE_EPS) -> Tensor:
@@ -191,19 +199,12 @@ class AmplitudePhaseSTFT(_HannFrames):
     even `n_fft`) centred on multiples of `hop_length` (zero-padded ends).
     """
 
-    def spectrum(self, wave: Tensor) -> Tensor:
-        """The complex STFT `X` `(B, n_fft//2+1, T)` itself, in float32."""
-        with float32_region(wave.device):
-            return self._spectrum(wave)
-
-    def _spectrum(self, wave: Tensor) -> Tensor:
-        return hann_stft(
-            wave.float(), self.n_fft, self.hop_length, self.win_length, self.window.float()
-        )
-
     def forward(self, wave: Tensor) -> tuple[Tensor, Tensor]:
-        with float32_region(wave.device):  # one region (each is a graph break under compile)
-            return log_amplitude_phase(self._spectrum(wave), self.eps)
+        with float32_region(wave.device):
+            spec = hann_stft(
+                wave.float(), self.n_fft, self.hop_length, self.win_length, self.window.float()
+            )
+            return log_amplitude_phase(spec, self.eps)
 
 
 class InverseAmplitudePhaseSTFT(_HannFrames):

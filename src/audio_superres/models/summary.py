@@ -205,11 +205,9 @@ def counted_summary(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from audio_superres.runs import find_conf_dir
+    from audio_superres.runs import compose_config, find_conf_dir
 
     overrides = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in overrides):
@@ -226,15 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 2
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = compose_config(overrides, return_hydra_config=True)
     except Exception as exc:  # noqa: BLE001 - any bad override: say which, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    finally:
-        GlobalHydra.instance().clear()
     name = cfg.hydra.runtime.choices.get("model", "?")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     ratio, sample_rate = int(cfg.ratio), int(cfg.sample_rate)

@@ -31,15 +31,13 @@ def _run(args: list[str]) -> str:
 
 
 def _cost(model: str) -> tuple[int, float]:
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from audio_superres.checkpoint import instantiate_trusted
     from audio_superres.models.summary import model_summary
-    from audio_superres.runs import find_conf_dir
+    from audio_superres.runs import compose_config
 
-    with initialize_config_dir(config_dir=str(find_conf_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=demo", f"model={model}"])
+    cfg = compose_config(["experiment=demo", f"model={model}"])
     net = instantiate_trusted(OmegaConf.to_container(cfg.model, resolve=True))
     s = model_summary(net, cfg.ratio, cfg.sample_rate)
     return int(s["parameters"]), float(s["gflop_per_second"])
