@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from audio_superres.dsp.bandwidth import CONDITIONING_MODES
 from audio_superres.errors import (
     INTERRUPTED,
     INTERRUPTED_STATUS,
@@ -38,7 +39,6 @@ from audio_superres.inference import (
     DEFAULT_OVERLAP,
 )
 from audio_superres.resolver import (
-    CONDITIONING_MODES,
     HOW_TO_TRAIN,
     SuperResolver,
     bundled_models,

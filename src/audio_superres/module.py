@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from audio_superres.checkpoint import instantiate_trusted
-from audio_superres.dsp.bandwidth import CONDITIONING_MODES, InputCheck, condition_lowres
+from audio_superres.dsp.bandwidth import InputCheck, condition_lowres, conditioning_mode
 from audio_superres.dsp.cubic import CubicUpsample
 from audio_superres.dsp.lowpass import (
     LowpassSpec,
@@ -244,12 +244,7 @@ class SuperResolutionModule(L.LightningModule):
     def set_input_conditioning(self, mode: str) -> None:
         """evaluate.py's `input_conditioning` (auto | off | always): how test inputs reach the
         model (`condition_input`)."""
-        mode = str(mode).lower()
-        if mode not in CONDITIONING_MODES:
-            raise ConfigError(
-                f"input_conditioning must be one of {', '.join(CONDITIONING_MODES)}; got {mode!r}"
-            )
-        self.input_conditioning = mode
+        self.input_conditioning = conditioning_mode(mode)
 
     def condition_input(self, lr: Tensor, stage: str) -> tuple[Tensor, list[InputCheck | None]]:
         """The low-res input the model is given: at test under `input_conditioning` auto/always,

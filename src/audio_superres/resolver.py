@@ -46,10 +46,10 @@ from audio_superres.checkpoint import (
     load_checkpoint,
 )
 from audio_superres.dsp.bandwidth import (
-    CONDITIONING_MODES,
     InputCheck,
     PowerSpectrum,
     conditioning_check,
+    conditioning_mode,
     measure_reader,
 )
 from audio_superres.dsp.blockwise import FileReader, Reader, RefilteredReader, ResampledReader
@@ -73,7 +73,6 @@ from audio_superres.utils import atomic_path, positive_int
 
 log = logging.getLogger(__name__)
 
-# CONDITIONING_MODES (dsp.bandwidth): input_conditioning= auto | off | always (issue 20)
 HOW_TO_TRAIN = (
     "train one with `python train.py experiment=demo` (docs/training.md) and pass its "
     "checkpoint (--ckpt PATH, SuperResolver.from_checkpoint(PATH))"
@@ -212,13 +211,7 @@ class SuperResolver:
 
     def __post_init__(self) -> None:
         self.device = resolve_device(self.device)
-        mode = str(self.input_conditioning).lower()
-        if mode not in CONDITIONING_MODES:
-            raise ConfigError(
-                f"input_conditioning must be one of {', '.join(CONDITIONING_MODES)}; "
-                f"got {self.input_conditioning!r}"
-            )
-        self.input_conditioning = mode
+        self.input_conditioning = conditioning_mode(self.input_conditioning)
         if self.sample_rate % self.ratio:
             raise ConfigError(f"sample_rate {self.sample_rate} is not a multiple of {self.ratio}")
         self.check_chunking()

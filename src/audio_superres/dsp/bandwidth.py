@@ -66,6 +66,7 @@ from audio_superres.dsp.lowpass import (
     sosfiltfilt_padlen,
     sosfiltfilt_torch,
 )
+from audio_superres.errors import ConfigError
 
 __all__ = [
     "CONDITIONING_MODES",
@@ -82,6 +83,7 @@ __all__ = [
     "check_input",
     "condition_lowres",
     "conditioning_check",
+    "conditioning_mode",
     "effective_bandwidth",
     "expected_response",
     "measure_reader",
@@ -387,6 +389,17 @@ def check_input(
     return check
 
 
+def conditioning_mode(mode: object) -> str:
+    """`input_conditioning` as given (any case) -> auto | off | always; a ConfigError naming the
+    setting for anything else (upsample.py, evaluate.py, `SuperResolver` and this module)."""
+    name = str(mode).lower()
+    if name not in CONDITIONING_MODES:
+        raise ConfigError(
+            f"input_conditioning must be one of {', '.join(CONDITIONING_MODES)}; got {mode!r}"
+        )
+    return name
+
+
 def conditioning_check(
     spectrum: PowerSpectrum, lowpass: Any, ratio: int, mode: str, matched: bool = False
 ) -> InputCheck | None:
@@ -396,11 +409,7 @@ def conditioning_check(
     input was made with the training filter itself (upsample.py `input_kind=hr` without
     `lowpass=`), never re-filtered under `auto`. Shared by `SuperResolver.condition` (streamed
     files and arrays) and `condition_lowres` (evaluate.py's in-memory inputs)."""
-    mode = str(mode).lower()
-    if mode not in CONDITIONING_MODES:
-        raise ValueError(
-            f"input_conditioning must be one of {', '.join(CONDITIONING_MODES)}; got {mode!r}"
-        )
+    mode = conditioning_mode(mode)
     if mode == "off":
         return None
     always = mode == "always"
