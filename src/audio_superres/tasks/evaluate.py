@@ -42,6 +42,7 @@ from audio_superres.tasks.perceptual import perceptual_callbacks
 from audio_superres.tasks.robustness import (
     CostReport,
     command_line,
+    files_kind,
     grid_conditions,
     grid_description,
     grid_files,
@@ -314,7 +315,7 @@ def _robustness(
     n_files = len(datamodule.test_indices)
     print(
         f"robustness grid {grid.get('name', '')}: {len(conditions)} conditions x {n_files} "
-        f"{'validation' if meta.get('split') == 'val' else 'held-out'} files = "
+        f"{files_kind(meta)} files = "
         f"{len(conditions) * n_files} file scorings (model and cubic)",
         flush=True,
     )

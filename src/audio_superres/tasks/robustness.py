@@ -163,7 +163,7 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any])
         "",
         f"- checkpoint: `{meta['checkpoint']}`",
         f"- command: `{meta['command']}`",
-        f"- files: {meta['n_files']} {'validation' if meta.get('split') == 'val' else 'held-out'} "
+        f"- files: {meta['n_files']} {files_kind(meta)} "
         f"files of `{meta['data_root']}` "
         f"(test speakers {meta['test_speakers']}), {meta['file_choice']}; each file's scores "
         "under the first condition: per_file.csv",
@@ -203,6 +203,11 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any])
             + (f" {r['n_refiltered']} of {r['n_files']} |" if conditioned else "")
         )
     return "\n".join(lines) + "\n"
+
+
+def files_kind(meta: Mapping[str, Any]) -> str:
+    """What the grid's files are: `validation` (evaluate.py split=val) or `held-out`."""
+    return "validation" if meta.get("split") == "val" else "held-out"
 
 
 def _conditioning(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
